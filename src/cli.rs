@@ -1,0 +1,189 @@
+//! The command line: clap's parser and its translation into a job
+//! [`Config`]. Option names follow wget and aria2c where they overlap, so
+//! their users guess right.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::job::Config;
+use crate::report::{ProgressMode, ReportFiles};
+use crate::source::InputSpec;
+
+/// Fast, resumable bulk downloader.
+#[derive(Debug, Parser)]
+#[command(name = "haul", version, about, max_term_width = 100)]
+pub struct Args {
+    /// URLs to download.
+    #[arg(value_name = "URL")]
+    pub urls: Vec<String>,
+
+    /// URL list, one per line ('-' for stdin); blank lines and '#' comments
+    /// are skipped. Repeatable.
+    #[arg(short, long = "input", value_name = "FILE")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Directory the files go to; created if missing.
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub output: PathBuf,
+
+    /// Transfers in flight, all hosts together.
+    #[arg(short, long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub jobs: u32,
+
+    /// Transfers in flight to one host.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub per_host: u32,
+
+    /// Retries of a transient failure (connect error, reset, timeout,
+    /// truncated body, 5xx, 408, 429) per item.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+
+    /// Longest wait a server's Retry-After may impose, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    pub max_retry_wait: f64,
+
+    /// Seconds allowed to connect.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub connect_timeout: f64,
+
+    /// Seconds allowed between bytes.
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    pub read_timeout: f64,
+
+    /// Write a JSON Lines manifest, one line per input item.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Write the URLs that failed, one per line (feed back with -i).
+    #[arg(long, value_name = "FILE")]
+    pub failed: Option<PathBuf>,
+
+    /// Extra request header, 'Name: value'. Repeatable.
+    #[arg(short = 'H', long = "header", value_name = "'K: V'")]
+    pub headers: Vec<String>,
+
+    /// User-Agent header.
+    #[arg(short = 'A', long, value_name = "UA")]
+    pub user_agent: Option<String>,
+
+    /// Replace files that already exist in the output directory.
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// No progress and no summary.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print each retry and failure as it happens.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Progress display: bars on a terminal, plain lines otherwise (auto).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub progress: ProgressMode,
+}
+
+/// A command line that parses but makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    /// `-H` without a colon, or with an invalid name or value.
+    #[error("bad header {0:?}: expected 'Name: value'")]
+    Header(String),
+    /// A duration that is negative or not finite.
+    #[error("bad {0}: {1} (expected seconds, e.g. 2.5)")]
+    Seconds(&'static str, f64),
+    /// Nothing to download.
+    #[error("no URLs: give them as arguments, with -i FILE, or on stdin")]
+    NoInput,
+}
+
+fn seconds(name: &'static str, v: f64) -> Result<Duration, UsageError> {
+    Duration::try_from_secs_f64(v).map_err(|_| UsageError::Seconds(name, v))
+}
+
+fn header(raw: &str) -> Result<(HeaderName, HeaderValue), UsageError> {
+    let bad = || UsageError::Header(raw.to_string());
+    let (name, value) = raw.split_once(':').ok_or_else(bad)?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad())?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|_| bad())?;
+    Ok((name, value))
+}
+
+impl Args {
+    /// The job this command line asks for.
+    pub fn into_config(self) -> Result<Config, UsageError> {
+        let mut inputs = Vec::new();
+        if !self.urls.is_empty() {
+            inputs.push(InputSpec::Args(self.urls));
+        }
+        for path in self.inputs {
+            inputs.push(if path.as_os_str() == "-" {
+                InputSpec::Stdin
+            } else {
+                InputSpec::File(path)
+            });
+        }
+        if inputs.is_empty() {
+            // `cat urls.txt | haul` works like `haul -i -`.
+            if std::io::stdin().is_terminal() {
+                return Err(UsageError::NoInput);
+            }
+            inputs.push(InputSpec::Stdin);
+        }
+        let mut cfg = Config::new(inputs, self.output);
+        cfg.jobs = self.jobs as usize;
+        cfg.per_host = self.per_host as usize;
+        cfg.retries = self.retries;
+        cfg.backoff.max_retry_after = seconds("--max-retry-wait", self.max_retry_wait)?;
+        cfg.client.connect_timeout = seconds("--connect-timeout", self.connect_timeout)?;
+        cfg.client.read_timeout = seconds("--read-timeout", self.read_timeout)?;
+        let mut headers = HeaderMap::new();
+        for raw in &self.headers {
+            let (k, v) = header(raw)?;
+            headers.append(k, v);
+        }
+        cfg.client.headers = headers;
+        if let Some(ua) = self.user_agent {
+            cfg.client.user_agent = ua;
+        }
+        cfg.reports = ReportFiles {
+            manifest: self.report,
+            failed: self.failed,
+        };
+        cfg.overwrite = self.overwrite;
+        cfg.quiet = self.quiet;
+        cfg.verbose = self.verbose;
+        cfg.progress = self.progress;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn headers_parse() {
+        let (k, v) = header("X-Token:  abc ").unwrap();
+        assert_eq!((k.as_str(), v.to_str().unwrap()), ("x-token", "abc"));
+        assert!(header("no colon").is_err());
+        assert!(header("bad name: x").is_err());
+    }
+
+    #[test]
+    fn negative_seconds_are_refused() {
+        assert!(seconds("--read-timeout", -1.0).is_err());
+        assert_eq!(seconds("x", 2.5).unwrap(), Duration::from_millis(2500));
+    }
+}

@@ -1,0 +1,511 @@
+//! One transfer: the request, the response checks, and the body streamed to
+//! `NAME.part` and renamed to `NAME` once complete.
+//!
+//! The whole job shares one [`reqwest::Client`] (one connection pool, keep-
+//! alive, HTTP/2 when the server offers it over TLS). It is built without any
+//! decompression feature, so the bytes on disk are the bytes the server sent
+//! and byte offsets stay true for range resume.
+//!
+//! Disk work never runs on the async runtime. Body chunks are gathered in
+//! memory up to [`FLUSH_AT`] and written by a blocking task while the next
+//! chunks arrive; a small file therefore costs exactly one blocking call that
+//! creates, writes, closes and renames it. The SHA-256 is computed on that
+//! blocking thread too.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, CONTENT_DISPOSITION, RETRY_AFTER};
+use reqwest::{redirect, Client, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::naming::{self, Claims, Dest, NameError, OutputDir};
+use crate::report::Progress;
+use crate::schedule::parse_retry_after;
+
+/// Bytes gathered in memory before they are handed to a disk write.
+pub const FLUSH_AT: usize = 256 * 1024;
+
+/// Redirects followed before giving up.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Error bodies read (and thrown away) so the connection can be reused.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Settings of the shared HTTP client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Time allowed to establish a connection.
+    pub connect_timeout: Duration,
+    /// Idle time allowed between bytes.
+    pub read_timeout: Duration,
+    /// `User-Agent`.
+    pub user_agent: String,
+    /// Extra request headers.
+    pub headers: HeaderMap,
+    /// Idle connections kept per host; match the per-host limit.
+    pub pool_per_host: usize,
+}
+
+/// Why the shared client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the HTTP client: {0}")]
+pub struct ClientError(String);
+
+/// Builds the one client the whole job uses.
+pub fn build_client(cfg: &ClientConfig) -> Result<Client, ClientError> {
+    // reqwest is built without a TLS crypto provider of its own; ring is
+    // installed process-wide (a second call keeps the first provider).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let policy = redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else if !matches!(attempt.url().scheme(), "http" | "https") {
+            let scheme = attempt.url().scheme().to_string();
+            attempt.error(format!("redirect to unsupported scheme {scheme}:"))
+        } else {
+            // reqwest drops Authorization and Cookie itself when a redirect
+            // leaves the original host (scheme, host or port changes).
+            attempt.follow()
+        }
+    });
+    Client::builder()
+        .user_agent(cfg.user_agent.clone())
+        .default_headers(cfg.headers.clone())
+        .redirect(policy)
+        .connect_timeout(cfg.connect_timeout)
+        .read_timeout(cfg.read_timeout)
+        .pool_max_idle_per_host(cfg.pool_per_host)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| ClientError(error_chain(&e)))
+}
+
+/// Why one attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No connection could be made.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The server went quiet for longer than the timeout.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The connection broke during the exchange.
+    #[error("connection broke: {0}")]
+    Network(String),
+    /// Fewer bytes arrived than `Content-Length` promised.
+    #[error("body ended after {got} of {expected} bytes")]
+    Truncated {
+        /// Bytes received.
+        got: u64,
+        /// Bytes promised.
+        expected: u64,
+    },
+    /// The server answered with an error status.
+    #[error("HTTP {code}{}", canonical(*.code))]
+    Status {
+        /// The status code.
+        code: u16,
+        /// How long the server asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// A redirect could not be followed.
+    #[error("redirect failed: {0}")]
+    Redirect(String),
+    /// The request could not be made at all.
+    #[error("bad request: {0}")]
+    Request(String),
+    /// The file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Disk {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// No file name could be made.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The job was interrupted (Ctrl-C) during the transfer.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+fn canonical(code: u16) -> String {
+    StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default()
+}
+
+impl FetchError {
+    /// Whether another attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Timeout(_) | Self::Network(_) | Self::Truncated { .. } => {
+                true
+            }
+            Self::Status { code, .. } => matches!(code, 408 | 429 | 500..=599),
+            Self::Redirect(_)
+            | Self::Request(_)
+            | Self::Disk { .. }
+            | Self::Name(_)
+            | Self::Interrupted => false,
+        }
+    }
+
+    /// The wait the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, if the failure was one.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Self::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// A short cause for grouping failures in the summary.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Connect(_) => "connection refused or unreachable".into(),
+            Self::Timeout(_) => "timeout".into(),
+            Self::Network(_) => "connection broke".into(),
+            Self::Truncated { .. } => "truncated body".into(),
+            Self::Status { code, .. } => format!("HTTP {code}{}", canonical(*code)),
+            Self::Redirect(_) => "redirect".into(),
+            Self::Request(_) => "bad request".into(),
+            Self::Disk { .. } => "disk".into(),
+            Self::Name(_) => "bad name".into(),
+            Self::Interrupted => "interrupted".into(),
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error) -> Self {
+        let (timeout, redirect, connect, builder) =
+            (e.is_timeout(), e.is_redirect(), e.is_connect(), e.is_builder());
+        let msg = error_chain(&e.without_url());
+        if timeout {
+            Self::Timeout(msg)
+        } else if redirect {
+            Self::Redirect(msg)
+        } else if connect {
+            Self::Connect(msg)
+        } else if builder {
+            Self::Request(msg)
+        } else {
+            Self::Network(msg)
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated, repeats dropped.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        src = s.source();
+    }
+    out
+}
+
+/// What an item carries from one attempt to the next.
+#[derive(Debug)]
+pub struct Target {
+    /// The URL.
+    pub url: url::Url,
+    /// Where the file goes; may change once, to the server's suggested name.
+    pub dest: Dest,
+    /// Whether `dest` already came from `Content-Disposition`.
+    pub named_by_server: bool,
+}
+
+/// A completed transfer.
+#[derive(Debug)]
+pub struct Fetched {
+    /// HTTP status of the response.
+    pub http_status: u16,
+    /// Bytes written.
+    pub bytes: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// What one attempt came to.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Saved.
+    Saved(Fetched),
+    /// The server named a file that already existed before the job.
+    Exists(u16),
+}
+
+/// Everything a transfer needs, shared by all of them.
+pub struct Fetcher {
+    /// The job's HTTP client.
+    pub client: Client,
+    /// The output directory.
+    pub out: OutputDir,
+    /// Names taken by this job.
+    pub claims: Arc<Claims>,
+    /// Replace files that existed before the job.
+    pub overwrite: bool,
+    /// Live counters.
+    pub progress: Arc<Progress>,
+}
+
+impl Fetcher {
+    /// Makes one attempt at `target`.
+    ///
+    /// Cancelling `stop` ends the transfer at the next chunk and leaves the
+    /// `.part` file; once the body is complete, the rename is not cancelled,
+    /// so a file is either whole under its final name or not there.
+    pub async fn attempt(
+        &self,
+        target: &mut Target,
+        stop: &CancellationToken,
+    ) -> Result<Attempt, FetchError> {
+        let request = self.client.get(target.url.clone()).send();
+        let resp = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Err(FetchError::Interrupted),
+            r = request => r.map_err(FetchError::from_reqwest)?,
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            drain(resp).await;
+            return Err(FetchError::Status {
+                code: status.as_u16(),
+                retry_after,
+            });
+        }
+        if !target.named_by_server {
+            if let Some(name) = resp
+                .headers()
+                .get(CONTENT_DISPOSITION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(naming::name_from_content_disposition)
+            {
+                target.named_by_server = true;
+                let clean = naming::sanitize_component(&name)
+                    .ok_or_else(|| NameError::Empty(name.clone()))?;
+                target.dest = self.claims.claim(&self.out, &clean)?;
+                if !self.overwrite && exists(target.dest.path.clone()).await {
+                    return Ok(Attempt::Exists(status.as_u16()));
+                }
+            }
+        }
+        let expected = resp.content_length();
+        let bar = self.progress.transfer(&target.dest.rel, expected);
+        let mut writer = PartWriter::new(target.dest.part_path());
+        let mut resp = resp;
+        let mut got: u64 = 0;
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Err(FetchError::Interrupted),
+                c = resp.chunk() => c.map_err(FetchError::from_reqwest)?,
+            };
+            let Some(chunk) = chunk else { break };
+            let n = chunk.len() as u64;
+            got += n;
+            self.progress
+                .bytes
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            if let Some(bar) = &bar {
+                bar.add(n);
+            }
+            writer.push(chunk).await?;
+        }
+        if let Some(expected) = expected {
+            if got < expected {
+                return Err(FetchError::Truncated { got, expected });
+            }
+        }
+        let sha256 = writer.finish(target.dest.path.clone()).await?;
+        Ok(Attempt::Saved(Fetched {
+            http_status: status.as_u16(),
+            bytes: got,
+            sha256,
+        }))
+    }
+}
+
+/// Reads a little of an error response so its connection can be reused.
+async fn drain(mut resp: reqwest::Response) {
+    let mut read = 0;
+    while read < DRAIN_LIMIT {
+        match resp.chunk().await {
+            Ok(Some(c)) => read += c.len(),
+            _ => break,
+        }
+    }
+}
+
+/// Whether something stands at `path` (checked off the runtime).
+pub async fn exists(path: PathBuf) -> bool {
+    tokio::task::spawn_blocking(move || path.symlink_metadata().is_ok())
+        .await
+        .unwrap_or(false)
+}
+
+/// The file side of a transfer, moved to a blocking thread for each write.
+struct Disk {
+    part: PathBuf,
+    file: Option<std::fs::File>,
+    hasher: Sha256,
+    scratch: Vec<u8>,
+}
+
+impl Disk {
+    fn write(&mut self, chunks: &[Bytes]) -> Result<(), FetchError> {
+        let disk_err = |source| FetchError::Disk {
+            path: self.part.clone(),
+            source,
+        };
+        if self.file.is_none() {
+            let f = std::fs::File::create(&self.part).map_err(disk_err)?;
+            self.file = Some(f);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        for c in chunks {
+            self.hasher.update(c);
+        }
+        // One write call for a small body in several chunks: a copy is
+        // cheaper than the extra system calls.
+        let result = if chunks.len() > 1 {
+            self.scratch.clear();
+            for c in chunks {
+                self.scratch.extend_from_slice(c);
+            }
+            file.write_all(&self.scratch)
+        } else {
+            chunks.iter().try_for_each(|c| file.write_all(c))
+        };
+        result.map_err(|source| FetchError::Disk {
+            path: self.part.clone(),
+            source,
+        })
+    }
+}
+
+type Pending = tokio::task::JoinHandle<(Disk, Result<(), FetchError>)>;
+
+/// Streams a body to `NAME.part`, overlapping disk writes with the network.
+struct PartWriter {
+    disk: Option<Disk>,
+    pending: Option<Pending>,
+    buf: Vec<Bytes>,
+    buffered: usize,
+}
+
+fn join_error(part: &std::path::Path, e: tokio::task::JoinError) -> FetchError {
+    FetchError::Disk {
+        path: part.to_path_buf(),
+        source: io::Error::other(e),
+    }
+}
+
+impl PartWriter {
+    fn new(part: PathBuf) -> Self {
+        Self {
+            disk: Some(Disk {
+                part,
+                file: None,
+                hasher: Sha256::new(),
+                scratch: Vec::new(),
+            }),
+            pending: None,
+            buf: Vec::new(),
+            buffered: 0,
+        }
+    }
+
+    async fn push(&mut self, chunk: Bytes) -> Result<(), FetchError> {
+        self.buffered += chunk.len();
+        self.buf.push(chunk);
+        if self.buffered >= FLUSH_AT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the disk back from the write in flight, if any.
+    async fn settle(&mut self) -> Result<Disk, FetchError> {
+        if let Some(pending) = self.pending.take() {
+            let part = self.disk.as_ref().map(|d| d.part.clone()).unwrap_or_default();
+            let (disk, result) = pending.await.map_err(|e| join_error(&part, e))?;
+            result?;
+            return Ok(disk);
+        }
+        self.disk.take().ok_or_else(|| FetchError::Disk {
+            path: PathBuf::new(),
+            source: io::Error::other("file writer used after a failed write"),
+        })
+    }
+
+    async fn flush(&mut self) -> Result<(), FetchError> {
+        let mut disk = self.settle().await?;
+        let chunks = std::mem::take(&mut self.buf);
+        self.buffered = 0;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let r = disk.write(&chunks);
+            (disk, r)
+        }));
+        Ok(())
+    }
+
+    /// Writes what is left, closes the file and renames it into place.
+    async fn finish(mut self, dest: PathBuf) -> Result<String, FetchError> {
+        let mut disk = self.settle().await?;
+        let chunks = std::mem::take(&mut self.buf);
+        let part = disk.part.clone();
+        tokio::task::spawn_blocking(move || {
+            if disk.file.is_none() || !chunks.is_empty() {
+                disk.write(&chunks)?;
+            }
+            drop(disk.file.take());
+            std::fs::rename(&disk.part, &dest).map_err(|source| FetchError::Disk {
+                path: dest.clone(),
+                source,
+            })?;
+            Ok(hex(&disk.hasher.finalize()))
+        })
+        .await
+        .map_err(|e| join_error(&part, e))?
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}

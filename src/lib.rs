@@ -1,0 +1,19 @@
+//! haul: a fast, resumable bulk downloader.
+//!
+//! Data flows one way, and the modules follow it:
+//! [`source`] reads URLs → [`plan`] decides what to fetch and where it goes →
+//! [`schedule`] waits for a slot and times retries → [`fetch`] runs one
+//! transfer → [`report`] records the outcome. [`job`] wires them together;
+//! [`naming`] is the one place paths are built.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod fetch;
+pub mod job;
+pub mod naming;
+pub mod plan;
+pub mod report;
+pub mod schedule;
+pub mod source;
+
+pub use job::{run, Config, Finished, JobError};

@@ -1,0 +1,50 @@
+//! The `haul` command: parse the command line, run the job, map the outcome
+//! to an exit status (0 all done or skipped, 1 some failed, 2 bad usage or
+//! unreadable input, 130 interrupted).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let args = haul::cli::Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("haul: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: haul::cli::Args) -> anyhow::Result<ExitCode> {
+    let config = args.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("haul-worker")
+        .build()?;
+    let finished = runtime.block_on(async {
+        let stop = CancellationToken::new();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nhaul: interrupted; stopping (Ctrl-C again to quit at once)");
+                on_signal.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        haul::run(config, stop).await
+    })?;
+    // Transfers parked by Ctrl-C are done with; don't wait on them.
+    runtime.shutdown_background();
+    Ok(if finished.interrupted {
+        ExitCode::from(130)
+    } else if finished.tally.failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

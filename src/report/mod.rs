@@ -1,0 +1,278 @@
+//! What the user gets back: the per-item outcome, the JSON Lines manifest,
+//! the list of failed URLs, the progress display and the closing summary.
+//!
+//! Outcomes flow one way, from the transfer tasks over a channel to one
+//! recorder thread that owns every output file, so writing the manifest never
+//! blocks the async runtime and never needs a lock.
+
+mod progress;
+
+pub use progress::{Progress, ProgressMode, TransferBar};
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::source::Origin;
+
+/// How an item ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Downloaded and renamed into place.
+    Ok,
+    /// Not fetched: the file already existed, or the URL was a duplicate.
+    Skipped,
+    /// Gave up: a permanent error, retries exhausted, bad input or interrupted.
+    Failed,
+}
+
+/// The record of one input item: one manifest line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The URL (or the raw input text when it was not a valid URL).
+    pub url: String,
+    /// Destination relative to the output directory.
+    pub path: Option<String>,
+    /// How it ended.
+    pub status: Status,
+    /// Last HTTP status received.
+    pub http_status: Option<u16>,
+    /// Bytes written to the file.
+    pub bytes: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: Option<String>,
+    /// Requests made for the item.
+    pub attempts: u32,
+    /// Time from first request to outcome.
+    pub elapsed_ms: u64,
+    /// What went wrong, with the detail a user needs.
+    pub error: Option<String>,
+    /// Input it came from.
+    pub input: String,
+    /// Line of that input.
+    pub line: u64,
+    /// Short cause used to group failures in the summary (`HTTP 404`,
+    /// `timeout`…), or why an item was skipped (`exists`, `duplicate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Outcome {
+    /// A blank outcome for an item read at `origin`.
+    pub fn new(url: String, origin: &Origin, status: Status) -> Self {
+        Self {
+            url,
+            path: None,
+            status,
+            http_status: None,
+            bytes: 0,
+            sha256: None,
+            attempts: 0,
+            elapsed_ms: 0,
+            error: None,
+            input: origin.input.to_string(),
+            line: origin.line,
+            reason: None,
+        }
+    }
+}
+
+/// Where the recorder writes.
+#[derive(Debug, Clone, Default)]
+pub struct ReportFiles {
+    /// JSON Lines manifest.
+    pub manifest: Option<PathBuf>,
+    /// Failed URLs, one per line.
+    pub failed: Option<PathBuf>,
+}
+
+/// Totals for the closing summary and the exit status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Items downloaded.
+    pub ok: u64,
+    /// Items skipped.
+    pub skipped: u64,
+    /// Items failed.
+    pub failed: u64,
+    /// Bytes written by downloaded items.
+    pub bytes: u64,
+    /// Failures by reason.
+    pub failures: BTreeMap<String, u64>,
+    /// Skips by reason.
+    pub skips: BTreeMap<String, u64>,
+}
+
+/// A report file that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct ReportError {
+    /// The report file.
+    pub path: PathBuf,
+    /// What the OS said.
+    pub source: io::Error,
+}
+
+/// Owns the manifest and failed-list writers; fed outcomes one at a time.
+pub struct Recorder {
+    manifest: Option<(PathBuf, BufWriter<fs_err::File>)>,
+    failed: Option<(PathBuf, BufWriter<fs_err::File>)>,
+    tally: Tally,
+    line: Vec<u8>,
+}
+
+fn create(path: &PathBuf) -> Result<(PathBuf, BufWriter<fs_err::File>), ReportError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs_err::create_dir_all(parent).map_err(|source| ReportError {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let file = fs_err::File::create(path).map_err(|source| ReportError {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((path.clone(), BufWriter::with_capacity(1 << 16, file)))
+}
+
+impl Recorder {
+    /// Creates the report files now, so an unwritable path fails the job
+    /// before any transfer starts.
+    pub fn create(files: &ReportFiles) -> Result<Self, ReportError> {
+        Ok(Self {
+            manifest: files.manifest.as_ref().map(create).transpose()?,
+            failed: files.failed.as_ref().map(create).transpose()?,
+            tally: Tally::default(),
+            line: Vec::with_capacity(512),
+        })
+    }
+
+    /// Records one outcome.
+    pub fn record(&mut self, o: &Outcome) -> Result<(), ReportError> {
+        let reason = o.reason.clone().unwrap_or_else(|| "other".to_string());
+        match o.status {
+            Status::Ok => {
+                self.tally.ok += 1;
+                self.tally.bytes += o.bytes;
+            }
+            Status::Skipped => {
+                self.tally.skipped += 1;
+                *self.tally.skips.entry(reason).or_default() += 1;
+            }
+            Status::Failed => {
+                self.tally.failed += 1;
+                *self.tally.failures.entry(reason).or_default() += 1;
+            }
+        }
+        if let Some((path, w)) = &mut self.manifest {
+            self.line.clear();
+            // Serializing plain strings and numbers cannot fail.
+            serde_json::to_writer(&mut self.line, o).map_err(|e| ReportError {
+                path: path.clone(),
+                source: io::Error::other(e),
+            })?;
+            self.line.push(b'\n');
+            w.write_all(&self.line).map_err(|source| ReportError {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        if o.status == Status::Failed {
+            if let Some((path, w)) = &mut self.failed {
+                writeln!(w, "{}", o.url).map_err(|source| ReportError {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the files and returns the totals.
+    pub fn finish(mut self) -> Result<Tally, ReportError> {
+        for (path, w) in [&mut self.manifest, &mut self.failed].into_iter().flatten() {
+            w.flush().map_err(|source| ReportError {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(self.tally)
+    }
+}
+
+/// Formats a byte count for people: `1.5 MB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// The closing summary, several lines, for stderr.
+pub fn summary(t: &Tally, elapsed: Duration, interrupted: bool) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-6);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: {} done, {} skipped, {} failed; {} in {:.2} s ({:.0} files/s, {})",
+        if interrupted { "interrupted" } else { "finished" },
+        t.ok,
+        t.skipped,
+        t.failed,
+        human_bytes(t.bytes),
+        secs,
+        t.ok as f64 / secs,
+        format_args!("{}/s", human_bytes((t.bytes as f64 / secs) as u64)),
+    );
+    for (reason, n) in &t.skips {
+        let _ = writeln!(s, "  skipped {n:>6}  {reason}");
+    }
+    for (reason, n) in &t.failures {
+        let _ = writeln!(s, "  failed  {n:>6}  {reason}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_rounds() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1500), "1.5 kB");
+        assert_eq!(human_bytes(2_500_000), "2.5 MB");
+    }
+
+    #[test]
+    fn summary_groups_failures() {
+        let mut t = Tally {
+            ok: 3,
+            skipped: 1,
+            failed: 2,
+            bytes: 3000,
+            ..Tally::default()
+        };
+        t.failures.insert("HTTP 404".into(), 2);
+        t.skips.insert("exists".into(), 1);
+        insta::assert_snapshot!(summary(&t, Duration::from_secs(2), false), @r"
+        finished: 3 done, 1 skipped, 2 failed; 3.0 kB in 2.00 s (2 files/s, 1.5 kB/s)
+          skipped      1  exists
+          failed       2  HTTP 404
+        ");
+    }
+}

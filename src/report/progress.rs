@@ -1,0 +1,253 @@
+//! Live progress: counters the transfers bump, and a ticker that draws them.
+//!
+//! Transfers only touch atomics; all drawing happens on one ticker task a few
+//! times a second, so a job of a million small files pays for a few atomic
+//! adds per file and nothing more. Only large transfers (a megabyte or more,
+//! or of unknown length) are registered for the per-transfer lines, and only
+//! when bars are drawn.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::human_bytes;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// Bars.
+    Bar,
+    /// A plain line every few seconds.
+    Plain,
+    /// Nothing.
+    None,
+}
+
+/// Transfers smaller than this get no line of their own.
+const BIG: u64 = 1 << 20;
+/// Lines shown for transfers in flight.
+const SHOWN: usize = 3;
+/// Time between plain progress lines.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+struct Transfer {
+    name: String,
+    total: Option<u64>,
+    bytes: AtomicU64,
+}
+
+/// Counters shared by every transfer, and the display that reads them.
+pub struct Progress {
+    mode: ProgressMode,
+    started: Instant,
+    /// Items read from the input so far.
+    pub seen: AtomicU64,
+    /// Set when the input has been read to the end.
+    pub input_done: AtomicBool,
+    /// Items downloaded.
+    pub ok: AtomicU64,
+    /// Items skipped.
+    pub skipped: AtomicU64,
+    /// Items failed.
+    pub failed: AtomicU64,
+    /// Body bytes received, all transfers.
+    pub bytes: AtomicU64,
+    next_id: AtomicU64,
+    big: Mutex<HashMap<u64, Arc<Transfer>>>,
+    multi: Option<MultiProgress>,
+}
+
+/// A large transfer's line; removed when dropped.
+pub struct TransferBar {
+    progress: Arc<Progress>,
+    id: u64,
+    state: Arc<Transfer>,
+}
+
+impl TransferBar {
+    /// Adds body bytes to this transfer's line.
+    pub fn add(&self, n: u64) {
+        self.state.bytes.fetch_add(n, Relaxed);
+    }
+}
+
+impl Drop for TransferBar {
+    fn drop(&mut self) {
+        if let Ok(mut big) = self.progress.big.lock() {
+            big.remove(&self.id);
+        }
+    }
+}
+
+impl Progress {
+    /// Counters for a new job; `mode` `Auto` resolves by whether stderr is a
+    /// terminal.
+    pub fn new(mode: ProgressMode) -> Arc<Self> {
+        let mode = match mode {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+            ProgressMode::Auto => ProgressMode::Plain,
+            m => m,
+        };
+        let multi = (mode == ProgressMode::Bar)
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5)));
+        Arc::new(Self {
+            mode,
+            started: Instant::now(),
+            seen: AtomicU64::new(0),
+            input_done: AtomicBool::new(false),
+            ok: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+            big: Mutex::new(HashMap::new()),
+            multi,
+        })
+    }
+
+    /// Time since the job started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Registers a transfer for its own line when it is big enough to be
+    /// worth one and bars are drawn.
+    pub fn transfer(self: &Arc<Self>, name: &str, total: Option<u64>) -> Option<TransferBar> {
+        if self.mode != ProgressMode::Bar || total.is_some_and(|t| t < BIG) {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let state = Arc::new(Transfer {
+            name: name.to_string(),
+            total,
+            bytes: AtomicU64::new(0),
+        });
+        self.big.lock().ok()?.insert(id, state.clone());
+        Some(TransferBar {
+            progress: self.clone(),
+            id,
+            state,
+        })
+    }
+
+    /// Prints a message without tearing the bars.
+    pub fn println(&self, msg: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(msg);
+            }
+            None => eprintln!("{msg}"),
+        }
+    }
+
+    fn finished(&self) -> u64 {
+        self.ok.load(Relaxed) + self.skipped.load(Relaxed) + self.failed.load(Relaxed)
+    }
+
+    fn rate(&self) -> String {
+        let secs = self.elapsed().as_secs_f64().max(1e-3);
+        format!("{}/s", human_bytes((self.bytes.load(Relaxed) as f64 / secs) as u64))
+    }
+
+    fn plain_line(&self) -> String {
+        let total = if self.input_done.load(Relaxed) {
+            self.seen.load(Relaxed).to_string()
+        } else {
+            format!("{}+", self.seen.load(Relaxed))
+        };
+        format!(
+            "haul: {}/{} files, {} failed, {}, {}",
+            self.finished(),
+            total,
+            self.failed.load(Relaxed),
+            human_bytes(self.bytes.load(Relaxed)),
+            self.rate()
+        )
+    }
+
+    /// Draws until `stop` is cancelled, then clears the bars.
+    pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        match self.mode {
+            ProgressMode::Bar => self.run_bars(stop).await,
+            ProgressMode::Plain => loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(PLAIN_EVERY) => eprintln!("{}", self.plain_line()),
+                }
+            },
+            ProgressMode::Auto | ProgressMode::None => {}
+        }
+    }
+
+    async fn run_bars(&self, stop: tokio_util::sync::CancellationToken) {
+        let Some(multi) = &self.multi else { return };
+        let main = multi.add(ProgressBar::new(0));
+        main.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} files  {msg}  eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        let line_style = ProgressStyle::with_template(
+            "  {prefix:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let mut lines: Vec<(u64, ProgressBar)> = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            main.set_length(self.seen.load(Relaxed));
+            main.set_position(self.finished());
+            main.set_message(format!(
+                "{}  {}  {} failed",
+                human_bytes(self.bytes.load(Relaxed)),
+                self.rate(),
+                self.failed.load(Relaxed)
+            ));
+            // The largest transfers in flight get a line each.
+            let mut big: Vec<(u64, Arc<Transfer>)> = match self.big.lock() {
+                Ok(b) => b.iter().map(|(id, t)| (*id, t.clone())).collect(),
+                Err(_) => Vec::new(),
+            };
+            big.sort_by_key(|(_, t)| std::cmp::Reverse(t.total.unwrap_or(u64::MAX)));
+            big.truncate(SHOWN);
+            lines.retain(|(id, bar)| {
+                let keep = big.iter().any(|(b, _)| b == id);
+                if !keep {
+                    bar.finish_and_clear();
+                    multi.remove(bar);
+                }
+                keep
+            });
+            for (id, t) in &big {
+                let bar = match lines.iter().find(|(l, _)| l == id) {
+                    Some((_, bar)) => bar.clone(),
+                    None => {
+                        let bar = multi.add(ProgressBar::new(t.total.unwrap_or(0)));
+                        bar.set_style(line_style.clone());
+                        bar.set_prefix(t.name.clone());
+                        lines.push((*id, bar.clone()));
+                        bar
+                    }
+                };
+                bar.set_position(t.bytes.load(Relaxed));
+            }
+        }
+        for (_, bar) in lines {
+            bar.finish_and_clear();
+        }
+        main.finish_and_clear();
+        let _ = multi.clear();
+    }
+}

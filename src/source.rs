@@ -1,0 +1,217 @@
+//! Where URLs come from: command-line arguments, URL list files and stdin.
+//!
+//! Inputs are opened up front (so a missing file is a usage error before any
+//! transfer starts) and then read lazily, one line at a time, on the input
+//! thread: a list of millions of lines is never held in memory, and the first
+//! transfer starts as soon as the first line is read.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One input the user named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSpec {
+    /// URLs given as command-line arguments.
+    Args(Vec<String>),
+    /// A URL list file.
+    File(PathBuf),
+    /// A URL list on standard input (`-i -`).
+    Stdin,
+}
+
+/// An input that could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be opened.
+    #[error("cannot read input {path}: {source}")]
+    Open {
+        /// The file named by the user.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
+/// Where an entry was read: input name and 1-based line (or argument) number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `args`, `-` for stdin, or the file path as given.
+    pub input: Arc<str>,
+    /// 1-based line number (argument position for `args`).
+    pub line: u64,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.input, self.line)
+    }
+}
+
+/// One non-blank, non-comment line of input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Where it was read.
+    pub origin: Origin,
+    /// The trimmed text, or why it could not be decoded.
+    pub text: Result<String, String>,
+}
+
+enum Reader {
+    Args(std::vec::IntoIter<String>),
+    Lines(Box<dyn BufRead + Send>),
+}
+
+struct Opened {
+    name: Arc<str>,
+    reader: Reader,
+    line: u64,
+}
+
+/// All inputs, read in the order given, as one stream of entries.
+pub struct Entries {
+    inputs: std::vec::IntoIter<Opened>,
+    current: Option<Opened>,
+    buf: Vec<u8>,
+}
+
+/// Opens every input now, so that a bad path fails before the job starts.
+pub fn open(specs: Vec<InputSpec>) -> Result<Entries, SourceError> {
+    let mut opened = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let (name, reader): (Arc<str>, Reader) = match spec {
+            InputSpec::Args(urls) => ("args".into(), Reader::Args(urls.into_iter())),
+            InputSpec::Stdin => (
+                "-".into(),
+                Reader::Lines(Box::new(BufReader::with_capacity(1 << 16, io::stdin()))),
+            ),
+            InputSpec::File(path) => {
+                let file = std::fs::File::open(&path).map_err(|source| SourceError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                if file.metadata().is_ok_and(|m| m.is_dir()) {
+                    return Err(SourceError::Open {
+                        path,
+                        source: io::Error::other("is a directory"),
+                    });
+                }
+                let boxed: Box<dyn Read + Send> = Box::new(file);
+                (
+                    path.display().to_string().into(),
+                    Reader::Lines(Box::new(BufReader::with_capacity(1 << 16, boxed))),
+                )
+            }
+        };
+        opened.push(Opened {
+            name,
+            reader,
+            line: 0,
+        });
+    }
+    Ok(Entries {
+        inputs: opened.into_iter(),
+        current: None,
+        buf: Vec::with_capacity(512),
+    })
+}
+
+impl Iterator for Entries {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        let Self {
+            inputs,
+            current,
+            buf,
+        } = self;
+        loop {
+            let input = match current {
+                Some(input) => input,
+                None => {
+                    *current = Some(inputs.next()?);
+                    continue;
+                }
+            };
+            let read = match &mut input.reader {
+                Reader::Args(args) => args.next().map(Ok),
+                Reader::Lines(lines) => {
+                    buf.clear();
+                    match lines.read_until(b'\n', buf) {
+                        Ok(0) => None,
+                        Ok(_) => Some(match std::str::from_utf8(buf) {
+                            Ok(s) => Ok(s.trim().to_string()),
+                            Err(_) => Err("line is not valid UTF-8".to_string()),
+                        }),
+                        // A read error ends that input; the entry that
+                        // reports it names the file and line.
+                        Err(e) => Some(Err(format!("read error: {e}"))),
+                    }
+                }
+            };
+            input.line += 1;
+            let origin = Origin {
+                input: input.name.clone(),
+                line: input.line,
+            };
+            match read {
+                None => *current = None,
+                Some(Ok(text)) if text.is_empty() || text.starts_with('#') => {}
+                Some(Err(e)) if e.starts_with("read error") => {
+                    *current = None;
+                    return Some(Entry {
+                        origin,
+                        text: Err(e),
+                    });
+                }
+                Some(text) => return Some(Entry { origin, text }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn reads_args_then_files_skipping_blanks_and_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("urls.txt");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"# list\r\nhttp://a/1\r\n\n   \nhttp://a/2\n\xff\xfe\nhttp://a/3")
+            .unwrap();
+        drop(f);
+        let entries: Vec<Entry> = open(vec![
+            InputSpec::Args(vec!["http://x/0".into()]),
+            InputSpec::File(path.clone()),
+        ])
+        .unwrap()
+        .collect();
+        let got: Vec<(String, u64, Result<String, String>)> = entries
+            .into_iter()
+            .map(|e| (e.origin.input.to_string(), e.origin.line, e.text))
+            .collect();
+        let file = path.display().to_string();
+        assert_eq!(
+            got,
+            vec![
+                ("args".into(), 1, Ok("http://x/0".into())),
+                (file.clone(), 2, Ok("http://a/1".into())),
+                (file.clone(), 5, Ok("http://a/2".into())),
+                (file.clone(), 6, Err("line is not valid UTF-8".into())),
+                (file, 7, Ok("http://a/3".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        let err = open(vec![InputSpec::File("/no/such/list.txt".into())])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/no/such/list.txt"), "{err}");
+    }
+}
