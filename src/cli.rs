@@ -2,7 +2,6 @@
 //! [`Config`]. Option names follow wget and aria2c where they overlap, so
 //! their users guess right.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -98,7 +97,7 @@ pub enum UsageError {
     #[error("bad {0}: {1} (expected seconds, e.g. 2.5)")]
     Seconds(&'static str, f64),
     /// Nothing to download.
-    #[error("no URLs: give them as arguments, with -i FILE, or on stdin")]
+    #[error("no URLs: give them as arguments, or a list with -i FILE (-i - reads stdin)")]
     NoInput,
 }
 
@@ -129,11 +128,7 @@ impl Args {
             });
         }
         if inputs.is_empty() {
-            // `cat urls.txt | haul` works like `haul -i -`.
-            if std::io::stdin().is_terminal() {
-                return Err(UsageError::NoInput);
-            }
-            inputs.push(InputSpec::Stdin);
+            return Err(UsageError::NoInput);
         }
         let mut cfg = Config::new(inputs, self.output);
         cfg.jobs = self.jobs as usize;

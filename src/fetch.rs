@@ -62,7 +62,7 @@ pub fn build_client(cfg: &ClientConfig) -> Result<Client, ClientError> {
     // installed process-wide (a second call keeps the first provider).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let policy = redirect::Policy::custom(|attempt| {
-        if attempt.previous().len() >= MAX_REDIRECTS {
+        if attempt.previous().len() > MAX_REDIRECTS {
             attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
         } else if !matches!(attempt.url().scheme(), "http" | "https") {
             let scheme = attempt.url().scheme().to_string();
@@ -148,9 +148,7 @@ impl FetchError {
     /// Whether another attempt may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect(_) | Self::Timeout(_) | Self::Network(_) | Self::Truncated { .. } => {
-                true
-            }
+            Self::Connect(_) | Self::Timeout(_) | Self::Network(_) | Self::Truncated { .. } => true,
             Self::Status { code, .. } => matches!(code, 408 | 429 | 500..=599),
             Self::Redirect(_)
             | Self::Request(_)
@@ -193,8 +191,12 @@ impl FetchError {
     }
 
     fn from_reqwest(e: reqwest::Error) -> Self {
-        let (timeout, redirect, connect, builder) =
-            (e.is_timeout(), e.is_redirect(), e.is_connect(), e.is_builder());
+        let (timeout, redirect, connect, builder) = (
+            e.is_timeout(),
+            e.is_redirect(),
+            e.is_connect(),
+            e.is_builder(),
+        );
         let msg = error_chain(&e.without_url());
         if timeout {
             Self::Timeout(msg)
@@ -324,7 +326,11 @@ impl Fetcher {
         loop {
             let chunk = tokio::select! {
                 biased;
-                _ = stop.cancelled() => return Err(FetchError::Interrupted),
+                _ = stop.cancelled() => {
+                    // Keep what arrived, so a later run can resume from it.
+                    writer.park().await?;
+                    return Err(FetchError::Interrupted);
+                }
                 c = resp.chunk() => c.map_err(FetchError::from_reqwest)?,
             };
             let Some(chunk) = chunk else { break };
@@ -456,7 +462,11 @@ impl PartWriter {
     /// Takes the disk back from the write in flight, if any.
     async fn settle(&mut self) -> Result<Disk, FetchError> {
         if let Some(pending) = self.pending.take() {
-            let part = self.disk.as_ref().map(|d| d.part.clone()).unwrap_or_default();
+            let part = self
+                .disk
+                .as_ref()
+                .map(|d| d.part.clone())
+                .unwrap_or_default();
             let (disk, result) = pending.await.map_err(|e| join_error(&part, e))?;
             result?;
             return Ok(disk);
@@ -476,6 +486,14 @@ impl PartWriter {
             (disk, r)
         }));
         Ok(())
+    }
+
+    /// Writes what is buffered to the `.part` file and leaves it there.
+    async fn park(mut self) -> Result<(), FetchError> {
+        if !self.buf.is_empty() {
+            self.flush().await?;
+        }
+        self.settle().await.map(drop)
     }
 
     /// Writes what is left, closes the file and renames it into place.

@@ -160,21 +160,12 @@ pub fn split_ext(name: &str) -> (&str, &str) {
     }
 }
 
-/// The file name a URL asks for: its last non-empty path segment,
-/// percent-decoded; `index.html` for a bare host or directory.
+/// The file name a URL asks for: its last path segment, percent-decoded;
+/// `index.html` for a bare host or a directory (`/docs/`), as wget does.
 pub fn name_from_url(url: &Url) -> String {
-    let segment = url
-        .path_segments()
-        .and_then(|mut segs| segs.next_back().filter(|s| !s.is_empty()).map(str::to_string))
-        .or_else(|| {
-            // "http://h/dir/" names the directory's index, as wget does.
-            url.path_segments()
-                .and_then(|segs| segs.filter(|s| !s.is_empty()).last().map(str::to_string))
-                .map(|dir| format!("{dir}.html"))
-        });
-    match segment {
-        Some(seg) => percent_decode_str(&seg).decode_utf8_lossy().into_owned(),
-        None => "index.html".to_string(),
+    match url.path_segments().and_then(|mut segs| segs.next_back()) {
+        Some(seg) if !seg.is_empty() => percent_decode_str(seg).decode_utf8_lossy().into_owned(),
+        _ => "index.html".to_string(),
     }
 }
 
@@ -236,7 +227,7 @@ mod tests {
         assert_eq!(name_from_url(&url("http://h/a/b/c.jpg?x=1")), "c.jpg");
         assert_eq!(name_from_url(&url("http://h/")), "index.html");
         assert_eq!(name_from_url(&url("http://h")), "index.html");
-        assert_eq!(name_from_url(&url("http://h/docs/")), "docs.html");
+        assert_eq!(name_from_url(&url("http://h/docs/")), "index.html");
         assert_eq!(name_from_url(&url("http://h/a%20b.txt")), "a b.txt");
         assert_eq!(name_from_url(&url("http://h/%2e%2e%2fx")), "../x");
     }
@@ -244,7 +235,15 @@ mod tests {
     #[test]
     fn traversal_is_neutralized() {
         let out = OutputDir::new("/out");
-        for raw in ["../x", "..", ".", "/etc/passwd", "a/../../b", "..\\..\\c", "%2e%2e"] {
+        for raw in [
+            "../x",
+            "..",
+            ".",
+            "/etc/passwd",
+            "a/../../b",
+            "..\\..\\c",
+            "%2e%2e",
+        ] {
             let d = out.resolve(&[raw]);
             if let Ok(d) = d {
                 assert!(d.path.starts_with("/out"), "{raw} -> {d:?}");

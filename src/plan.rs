@@ -161,7 +161,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("old.bin"), b"x").unwrap();
         let mut p = Planner::new(OutputDir::new(dir.path()), Arc::default(), false);
-        assert!(matches!(p.plan(entry(1, "http://h/a.bin#frag")), Planned::Fetch(_)));
+        assert!(matches!(
+            p.plan(entry(1, "http://h/a.bin#frag")),
+            Planned::Fetch(_)
+        ));
         let dup = outcome(p.plan(entry(2, "http://h/a.bin")));
         assert_eq!(
             (dup.status, dup.reason.as_deref()),

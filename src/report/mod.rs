@@ -228,7 +228,11 @@ pub fn summary(t: &Tally, elapsed: Duration, interrupted: bool) -> String {
     let _ = writeln!(
         s,
         "{}: {} done, {} skipped, {} failed; {} in {:.2} s ({:.0} files/s, {})",
-        if interrupted { "interrupted" } else { "finished" },
+        if interrupted {
+            "interrupted"
+        } else {
+            "finished"
+        },
         t.ok,
         t.skipped,
         t.failed,

@@ -152,7 +152,10 @@ impl Progress {
 
     fn rate(&self) -> String {
         let secs = self.elapsed().as_secs_f64().max(1e-3);
-        format!("{}/s", human_bytes((self.bytes.load(Relaxed) as f64 / secs) as u64))
+        format!(
+            "{}/s",
+            human_bytes((self.bytes.load(Relaxed) as f64 / secs) as u64)
+        )
     }
 
     fn plain_line(&self) -> String {

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `haul` binary against the in-process,
+//! fault-injecting origin (`haul-origin`) on 127.0.0.1. Every test starts its
+//! own origin and stops it.
+
+mod util;
+
+mod core;

@@ -1,0 +1,109 @@
+//! The test harness: run the binary, read what it left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use tokio::process::Command;
+
+/// A scratch directory with an `out/` inside it for haul to write to.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.path("out")
+    }
+
+    /// Writes a URL list and returns its path.
+    pub fn list(&self, name: &str, urls: &[String]) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, urls.join("\n") + "\n").expect("write list");
+        path
+    }
+
+    /// Every file under the scratch directory, relative, sorted.
+    pub fn files(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        walk(self.dir.path(), self.dir.path(), &mut found);
+        found.sort();
+        found
+    }
+
+    /// Every file under `out/`, relative to it, sorted.
+    pub fn out_files(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        walk(&self.out(), &self.out(), &mut found);
+        found.sort();
+        found
+    }
+
+    /// The manifest written with `--report`, as JSON values.
+    pub fn manifest(&self, name: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path(name))
+            .expect("manifest")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("manifest line is JSON"))
+            .collect()
+    }
+}
+
+fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(root, &p, found);
+        } else {
+            found.push(p.strip_prefix(root).unwrap().display().to_string());
+        }
+    }
+}
+
+/// The `haul` command, quiet progress, with the given arguments.
+pub fn haul(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_haul"));
+    cmd.args(["--progress", "none"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs `haul` to the end.
+pub async fn run(args: &[&str]) -> Output {
+    haul(args).output().await.expect("run haul")
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts `haul` exited with `want`, showing its stderr if not.
+#[track_caller]
+pub fn assert_exit(o: &Output, want: i32) {
+    assert_eq!(code(o), want, "exit status; stderr:\n{}", stderr(o));
+}
+
+/// Reads a downloaded file.
+pub fn read(path: impl AsRef<Path>) -> Vec<u8> {
+    std::fs::read(path.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
+}
