@@ -13,8 +13,52 @@ use crate::report::{ProgressMode, ReportFiles};
 use crate::source::InputSpec;
 
 /// Fast, resumable bulk downloader.
+///
+/// Every job is resumable: its state lives in DIR/.haul/state.db, and
+/// running the same command again carries on where it stopped.
 #[derive(Debug, Parser)]
-#[command(name = "haul", version, about, max_term_width = 100)]
+#[command(
+    name = "haul",
+    version,
+    about,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// A subcommand; without one, haul downloads.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Download options.
+    #[command(flatten)]
+    pub args: Args,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Show the state of the job in an output directory.
+    Status(StatusArgs),
+}
+
+/// `haul status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The job's output directory.
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the JSON Lines manifest of every item from the job state.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write the URLs of the failed items, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub failed: Option<PathBuf>,
+}
+
+/// Download options.
+#[derive(Debug, clap::Args)]
 pub struct Args {
     /// URLs to download.
     #[arg(value_name = "URL")]
@@ -74,6 +118,16 @@ pub struct Args {
     #[arg(long)]
     pub overwrite: bool,
 
+    /// Also retry items that failed permanently (404, 403…) in an earlier
+    /// run. With no URLs and no -i: retry exactly the job's failed items.
+    #[arg(long)]
+    pub retry_failed: bool,
+
+    /// Do not sync files to disk before recording them done (faster; a power
+    /// cut may then lose files the job state counts as done).
+    #[arg(long)]
+    pub no_sync: bool,
+
     /// No progress and no summary.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -97,7 +151,10 @@ pub enum UsageError {
     #[error("bad {0}: {1} (expected seconds, e.g. 2.5)")]
     Seconds(&'static str, f64),
     /// Nothing to download.
-    #[error("no URLs: give them as arguments, or a list with -i FILE (-i - reads stdin)")]
+    #[error(
+        "no URLs: give them as arguments, or a list with -i FILE (-i - reads stdin); \
+         --retry-failed alone retries the failed items of the job in -o DIR"
+    )]
     NoInput,
 }
 
@@ -128,7 +185,10 @@ impl Args {
             });
         }
         if inputs.is_empty() {
-            return Err(UsageError::NoInput);
+            if !self.retry_failed {
+                return Err(UsageError::NoInput);
+            }
+            inputs.push(InputSpec::Failed(self.output.clone()));
         }
         let mut cfg = Config::new(inputs, self.output);
         cfg.jobs = self.jobs as usize;
@@ -151,6 +211,8 @@ impl Args {
             failed: self.failed,
         };
         cfg.overwrite = self.overwrite;
+        cfg.retry_failed = self.retry_failed;
+        cfg.sync = !self.no_sync;
         cfg.quiet = self.quiet;
         cfg.verbose = self.verbose;
         cfg.progress = self.progress;
@@ -165,7 +227,7 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         use clap::CommandFactory;
-        Args::command().debug_assert();
+        Cli::command().debug_assert();
     }
 
     #[test]

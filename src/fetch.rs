@@ -18,12 +18,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, CONTENT_DISPOSITION, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, CONTENT_DISPOSITION, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
+    RETRY_AFTER,
+};
 use reqwest::{redirect, Client, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::naming::{self, Claims, Dest, NameError, OutputDir};
+use crate::ledger::{Claimed, Event};
+use crate::naming::{self, Dest, NameError};
+use crate::plan::{Item, Validators};
 use crate::report::Progress;
 use crate::schedule::parse_retry_after;
 
@@ -230,12 +235,58 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// What an item carries from one attempt to the next.
 #[derive(Debug)]
 pub struct Target {
+    /// Job-state row.
+    pub id: i64,
     /// The URL.
     pub url: url::Url,
     /// Where the file goes; may change once, to the server's suggested name.
     pub dest: Dest,
-    /// Whether `dest` already came from `Content-Disposition`.
-    pub named_by_server: bool,
+    /// Whether `dest` is settled (no renaming after `Content-Disposition`).
+    pub dest_fixed: bool,
+    /// Bytes in the `.part` file that a request may resume from.
+    pub part_len: u64,
+    /// Validators the partial was fetched under.
+    pub validators: Option<Validators>,
+    /// What happened to the partial, for the report.
+    pub note: Option<String>,
+}
+
+impl Target {
+    /// The transfer state of a planned item.
+    pub fn new(item: Item) -> Self {
+        Self {
+            id: item.id,
+            url: item.url,
+            dest: item.dest,
+            dest_fixed: item.dest_fixed,
+            part_len: item.part_len,
+            validators: item.validators,
+            note: None,
+        }
+    }
+
+    fn restart(&mut self, why: &str) {
+        self.part_len = 0;
+        self.validators = None;
+        self.note = Some(format!("restarted from zero: {why}"));
+    }
+}
+
+/// Parses `Content-Range: bytes START-END/TOTAL` into (START, TOTAL).
+pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    if end < start || total.is_some_and(|t| end >= t) {
+        return None;
+    }
+    Some((start, total))
 }
 
 /// A completed transfer.
@@ -243,7 +294,7 @@ pub struct Target {
 pub struct Fetched {
     /// HTTP status of the response.
     pub http_status: u16,
-    /// Bytes written.
+    /// Bytes in the file (including a resumed prefix).
     pub bytes: u64,
     /// SHA-256, hex.
     pub sha256: String,
@@ -262,12 +313,8 @@ pub enum Attempt {
 pub struct Fetcher {
     /// The job's HTTP client.
     pub client: Client,
-    /// The output directory.
-    pub out: OutputDir,
-    /// Names taken by this job.
-    pub claims: Arc<Claims>,
-    /// Replace files that existed before the job.
-    pub overwrite: bool,
+    /// The ledger, for name claims and resume validators.
+    pub ledger: tokio::sync::mpsc::UnboundedSender<Event>,
     /// Live counters.
     pub progress: Arc<Progress>,
 }
@@ -283,57 +330,152 @@ impl Fetcher {
         target: &mut Target,
         stop: &CancellationToken,
     ) -> Result<Attempt, FetchError> {
-        let request = self.client.get(target.url.clone()).send();
-        let resp = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Err(FetchError::Interrupted),
-            r = request => r.map_err(FetchError::from_reqwest)?,
-        };
-        let status = resp.status();
-        if !status.is_success() {
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            drain(resp).await;
-            return Err(FetchError::Status {
-                code: status.as_u16(),
-                retry_after,
-            });
-        }
-        if !target.named_by_server {
-            if let Some(name) = resp
-                .headers()
-                .get(CONTENT_DISPOSITION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(naming::name_from_content_disposition)
-            {
-                target.named_by_server = true;
-                let clean = naming::sanitize_component(&name)
-                    .ok_or_else(|| NameError::Empty(name.clone()))?;
-                target.dest = self.claims.claim(&self.out, &clean)?;
-                if !self.overwrite && exists(target.dest.path.clone()).await {
-                    return Ok(Attempt::Exists(status.as_u16()));
+        // Twice at most: a resume the server turns down restarts at once.
+        loop {
+            let if_range = match (&target.validators, target.part_len) {
+                (Some(v), n) if n > 0 => v.if_range().map(str::to_string),
+                _ => None,
+            };
+            let mut request = self.client.get(target.url.clone());
+            if let Some(v) = &if_range {
+                request = request
+                    .header(RANGE, format!("bytes={}-", target.part_len))
+                    .header(IF_RANGE, v.as_str());
+            }
+            let resp = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Err(FetchError::Interrupted),
+                r = request.send() => r.map_err(FetchError::from_reqwest)?,
+            };
+            let status = resp.status();
+            let headers = resp.headers();
+            let etag = header_str(headers, ETAG);
+            let last_modified = header_str(headers, LAST_MODIFIED);
+            let mut append_from = 0;
+            if if_range.is_some() {
+                if status == StatusCode::PARTIAL_CONTENT {
+                    let range = header_str(headers, CONTENT_RANGE)
+                        .as_deref()
+                        .and_then(parse_content_range);
+                    let same_etag = match (&target.validators, &etag) {
+                        (
+                            Some(Validators {
+                                etag: Some(old), ..
+                            }),
+                            Some(new),
+                        ) => old == new,
+                        _ => true,
+                    };
+                    match range {
+                        Some((start, _)) if start == target.part_len && same_etag => {
+                            append_from = start;
+                            target.note = Some(format!("resumed at byte {start}"));
+                        }
+                        _ => {
+                            drain(resp).await;
+                            target.restart("the server answered a different range");
+                            continue;
+                        }
+                    }
+                } else if status == StatusCode::RANGE_NOT_SATISFIABLE {
+                    drain(resp).await;
+                    target.restart("the server refused the range (416)");
+                    continue;
+                } else if status.is_success() {
+                    target.restart("the file changed on the server");
+                }
+            } else if target.part_len > 0 && status.is_success() {
+                target.restart("no validator (ETag or Last-Modified) to resume safely");
+            }
+            if !status.is_success() {
+                let retry_after = header_str(resp.headers(), RETRY_AFTER)
+                    .and_then(|v| parse_retry_after(&v, SystemTime::now()));
+                drain(resp).await;
+                return Err(FetchError::Status {
+                    code: status.as_u16(),
+                    retry_after,
+                });
+            }
+            if !target.dest_fixed {
+                target.dest_fixed = true;
+                if let Some(name) = header_str(resp.headers(), CONTENT_DISPOSITION)
+                    .as_deref()
+                    .and_then(naming::name_from_content_disposition)
+                {
+                    match self.claim(target.id, name).await? {
+                        Claimed::Dest(dest) => target.dest = dest,
+                        Claimed::Exists(dest) => {
+                            target.dest = dest;
+                            drain(resp).await;
+                            return Ok(Attempt::Exists(status.as_u16()));
+                        }
+                    }
                 }
             }
+            let length = resp.content_length();
+            if append_from == 0 {
+                let v = Validators {
+                    etag,
+                    last_modified,
+                };
+                target.validators = v.if_range().is_some().then_some(v);
+                // Only large transfers are worth a store write to resume later.
+                if length.is_none_or(|l| l >= RESUMABLE) {
+                    if let Some(v) = &target.validators {
+                        let _ = self.ledger.send(Event::Started {
+                            id: target.id,
+                            validators: v.clone(),
+                        });
+                    }
+                }
+            }
+            return self
+                .body(target, resp, status, append_from, length, stop)
+                .await;
         }
-        let expected = resp.content_length();
-        let bar = self.progress.transfer(&target.dest.rel, expected);
-        let mut writer = PartWriter::new(target.dest.part_path());
-        let mut resp = resp;
+    }
+
+    /// Streams the body of an accepted response into place.
+    async fn body(
+        &self,
+        target: &mut Target,
+        mut resp: reqwest::Response,
+        status: StatusCode,
+        append_from: u64,
+        length: Option<u64>,
+        stop: &CancellationToken,
+    ) -> Result<Attempt, FetchError> {
+        let bar = self
+            .progress
+            .transfer(&target.dest.rel, length.map(|l| l + append_from));
+        let mut writer = PartWriter::new(target.dest.part_path(), append_from);
         let mut got: u64 = 0;
-        loop {
+        let failure = loop {
             let chunk = tokio::select! {
                 biased;
-                _ = stop.cancelled() => {
-                    // Keep what arrived, so a later run can resume from it.
-                    writer.park().await?;
-                    return Err(FetchError::Interrupted);
-                }
-                c = resp.chunk() => c.map_err(FetchError::from_reqwest)?,
+                _ = stop.cancelled() => break FetchError::Interrupted,
+                c = resp.chunk() => c,
             };
-            let Some(chunk) = chunk else { break };
+            let chunk = match chunk {
+                Ok(Some(c)) => c,
+                Ok(None) => match length {
+                    Some(expected) if got < expected => {
+                        break FetchError::Truncated {
+                            got: append_from + got,
+                            expected: append_from + expected,
+                        }
+                    }
+                    _ => {
+                        let sha256 = writer.finish(target.dest.path.clone()).await?;
+                        return Ok(Attempt::Saved(Fetched {
+                            http_status: status.as_u16(),
+                            bytes: append_from + got,
+                            sha256,
+                        }));
+                    }
+                },
+                Err(e) => break FetchError::from_reqwest(e),
+            };
             let n = chunk.len() as u64;
             got += n;
             self.progress
@@ -342,20 +484,37 @@ impl Fetcher {
             if let Some(bar) = &bar {
                 bar.add(n);
             }
-            writer.push(chunk).await?;
-        }
-        if let Some(expected) = expected {
-            if got < expected {
-                return Err(FetchError::Truncated { got, expected });
+            if let Err(e) = writer.push(chunk).await {
+                break e;
             }
-        }
-        let sha256 = writer.finish(target.dest.path.clone()).await?;
-        Ok(Attempt::Saved(Fetched {
-            http_status: status.as_u16(),
-            bytes: got,
-            sha256,
-        }))
+        };
+        // Keep what arrived, so the next attempt (or run) can resume from it.
+        target.part_len = match writer.park().await {
+            Ok(()) => append_from + got,
+            Err(_) => 0,
+        };
+        Err(failure)
     }
+
+    async fn claim(&self, id: i64, name: String) -> Result<Claimed, FetchError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || FetchError::Request("the job is shutting down".into());
+        self.ledger
+            .send(Event::Claim { id, name, reply })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?.map_err(FetchError::Name)
+    }
+}
+
+/// Transfers at least this large record their validators in the store as
+/// soon as they start, so that a later run can resume them.
+pub const RESUMABLE: u64 = 1 << 20;
+
+fn header_str(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Reads a little of an error response so its connection can be reused.
@@ -382,16 +541,22 @@ struct Disk {
     file: Option<std::fs::File>,
     hasher: Sha256,
     scratch: Vec<u8>,
+    /// Bytes of an earlier partial to keep and append to.
+    append_from: u64,
 }
 
 impl Disk {
     fn write(&mut self, chunks: &[Bytes]) -> Result<(), FetchError> {
-        let disk_err = |source| FetchError::Disk {
-            path: self.part.clone(),
-            source,
-        };
         if self.file.is_none() {
-            let f = std::fs::File::create(&self.part).map_err(disk_err)?;
+            let f = if self.append_from > 0 {
+                self.reopen()
+            } else {
+                std::fs::File::create(&self.part)
+            };
+            let f = f.map_err(|source| FetchError::Disk {
+                path: self.part.clone(),
+                source,
+            })?;
             self.file = Some(f);
         }
         let Some(file) = self.file.as_mut() else {
@@ -418,6 +583,35 @@ impl Disk {
     }
 }
 
+impl Disk {
+    /// Opens the partial to append to it, hashing the bytes kept so the
+    /// final SHA-256 covers the whole file.
+    fn reopen(&mut self) -> io::Result<std::fs::File> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.part)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut left = self.append_from;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = f.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "partial file is shorter than recorded",
+                ));
+            }
+            self.hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        f.set_len(self.append_from)?;
+        f.seek(SeekFrom::Start(self.append_from))?;
+        Ok(f)
+    }
+}
+
 type Pending = tokio::task::JoinHandle<(Disk, Result<(), FetchError>)>;
 
 /// Streams a body to `NAME.part`, overlapping disk writes with the network.
@@ -436,13 +630,14 @@ fn join_error(part: &std::path::Path, e: tokio::task::JoinError) -> FetchError {
 }
 
 impl PartWriter {
-    fn new(part: PathBuf) -> Self {
+    fn new(part: PathBuf, append_from: u64) -> Self {
         Self {
             disk: Some(Disk {
                 part,
                 file: None,
                 hasher: Sha256::new(),
                 scratch: Vec::new(),
+                append_from,
             }),
             pending: None,
             buf: Vec::new(),

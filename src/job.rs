@@ -1,16 +1,17 @@
 //! A download job from start to summary, wiring the stages together.
 //!
 //! ```text
-//! input thread:  source::Entries -> plan::Planner ──(bounded channel)──┐
-//! runtime:       dispatcher -> one task per item: limits -> fetch -> retry
-//! recorder thread:                          <──(outcomes)── tasks ──────┘
+//! input thread:   source::Entries ──(entries)──> ledger thread: plan, store, report
+//! runtime:        dispatcher <──(items)── ledger
+//!                 one task per item: schedule::Limits -> fetch -> retry
+//!                 tasks ──(events: started, claims, outcomes)──> ledger
 //! ```
-//! Back-pressure holds memory flat: the input thread blocks when the channel
-//! is full, and the dispatcher keeps at most a fixed window of item tasks
-//! alive (running or waiting for a per-host slot).
+//! Back-pressure holds memory flat however long the input: the input thread
+//! blocks when its channel is full, the ledger plans only a little ahead of
+//! the dispatcher, and the dispatcher keeps at most a fixed window of item
+//! tasks alive (running or waiting for a per-host slot).
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,11 +20,13 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::fetch::{self, Attempt, ClientConfig, FetchError, Fetcher, Target};
-use crate::naming::{Claims, OutputDir};
-use crate::plan::{Item, Planned, Planner};
+use crate::ledger::{Event, Ledger, LedgerError, Wiring};
+use crate::naming::OutputDir;
+use crate::plan::{Item, Planner};
 use crate::report::{self, Outcome, Progress, ProgressMode, Recorder, ReportFiles, Status, Tally};
 use crate::schedule::{Backoff, Limits};
 use crate::source::{self, InputSpec};
+use crate::store::{Store, StoreError};
 
 /// Everything a job needs to know.
 #[derive(Debug, Clone)]
@@ -46,6 +49,10 @@ pub struct Config {
     pub reports: ReportFiles,
     /// Replace files that existed before the job.
     pub overwrite: bool,
+    /// Retry items that failed permanently in an earlier run.
+    pub retry_failed: bool,
+    /// Group-sync downloaded files before recording them done.
+    pub sync: bool,
     /// Progress display.
     pub progress: ProgressMode,
     /// Print each retry and failure as it happens.
@@ -73,6 +80,8 @@ impl Config {
             },
             reports: ReportFiles::default(),
             overwrite: false,
+            retry_failed: false,
+            sync: true,
             progress: ProgressMode::Auto,
             verbose: false,
             quiet: false,
@@ -92,6 +101,12 @@ pub enum JobError {
     /// The HTTP client could not be built.
     #[error(transparent)]
     Client(#[from] fetch::ClientError),
+    /// The job state could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The job state or reports could not be written during the job.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
     /// The output directory could not be created.
     #[error("cannot create output directory {path}: {source}")]
     Output {
@@ -122,14 +137,19 @@ struct Shared {
     verbose: bool,
 }
 
+fn thread_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> JobError + '_ {
+    move |source| JobError::Output {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Runs a job to the end, or until `stop` is cancelled.
 pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobError> {
     let entries = source::open(cfg.inputs.clone())?;
-    fs_err::create_dir_all(&cfg.output).map_err(|source| JobError::Output {
-        path: cfg.output.clone(),
-        source,
-    })?;
-    let mut recorder = Recorder::create(&cfg.reports)?;
+    fs_err::create_dir_all(&cfg.output).map_err(thread_error(&cfg.output))?;
+    let store = Store::open(&cfg.output)?;
+    let recorder = Recorder::create(&cfg.reports)?;
     let mut client_cfg = cfg.client.clone();
     client_cfg.pool_per_host = cfg.per_host;
     let client = fetch::build_client(&client_cfg)?;
@@ -140,13 +160,11 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
         cfg.progress
     });
     let out = OutputDir::new(cfg.output.clone());
-    let claims = Arc::new(Claims::default());
+    let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
     let shared = Arc::new(Shared {
         fetcher: Fetcher {
             client,
-            out: out.clone(),
-            claims: claims.clone(),
-            overwrite: cfg.overwrite,
+            ledger: events_tx,
             progress: progress.clone(),
         },
         limits: Limits::new(cfg.jobs, cfg.per_host),
@@ -156,53 +174,42 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
         verbose: cfg.verbose,
     });
 
-    // Input thread: read and plan, in input order.
-    let (plan_tx, mut plan_rx) = mpsc::channel::<Planned>(1024);
+    // Input thread: read lines as they come.
+    let (entry_tx, entry_rx) = mpsc::channel(4096);
     let input = {
-        let progress = progress.clone();
         let stop = stop.clone();
-        let mut planner = Planner::new(out, claims, cfg.overwrite);
         std::thread::Builder::new()
             .name("haul-input".into())
             .spawn(move || {
                 for entry in entries {
-                    if stop.is_cancelled() {
-                        return;
-                    }
-                    let planned = planner.plan(entry);
-                    progress.seen.fetch_add(1, Relaxed);
-                    if plan_tx.blocking_send(planned).is_err() {
+                    if stop.is_cancelled() || entry_tx.blocking_send(entry).is_err() {
                         return;
                     }
                 }
-                progress.input_done.store(true, Relaxed);
             })
-            .map_err(|source| JobError::Output {
-                path: cfg.output.clone(),
-                source,
-            })?
+            .map_err(thread_error(&cfg.output))?
     };
 
-    // Recorder thread: owns the report files.
-    let (out_tx, mut out_rx) = mpsc::channel::<Outcome>(4096);
-    let recorder = std::thread::Builder::new()
-        .name("haul-record".into())
-        .spawn(move || {
-            let mut first_error = None;
-            while let Some(o) = out_rx.blocking_recv() {
-                if let Err(e) = recorder.record(&o) {
-                    first_error.get_or_insert(e);
-                }
-            }
-            match first_error {
-                Some(e) => Err(e),
-                None => recorder.finish(),
-            }
-        })
-        .map_err(|source| JobError::Output {
-            path: cfg.output.clone(),
-            source,
-        })?;
+    // Ledger thread: plans, records, reports.
+    let (item_tx, mut item_rx) = mpsc::channel::<Item>(1024);
+    let ledger = Ledger::new(
+        store,
+        Planner::new(out, cfg.overwrite, cfg.retry_failed),
+        recorder,
+        progress.clone(),
+        cfg.sync,
+        cfg.overwrite,
+    );
+    let wiring = Wiring {
+        entries: entry_rx,
+        events: events_rx,
+        items: item_tx,
+        stop: stop.clone(),
+    };
+    let ledger = std::thread::Builder::new()
+        .name("haul-ledger".into())
+        .spawn(move || ledger.run(wiring))
+        .map_err(thread_error(&cfg.output))?;
 
     let ticker_stop = CancellationToken::new();
     let ticker = tokio::spawn(progress.clone().run(ticker_stop.clone()));
@@ -211,48 +218,36 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     let window = cfg.jobs * 4 + 256;
     let alive = Arc::new(Semaphore::new(window));
     loop {
-        let planned = tokio::select! {
+        let item = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            p = plan_rx.recv() => match p { Some(p) => p, None => break },
+            i = item_rx.recv() => match i { Some(i) => i, None => break },
         };
-        match planned {
-            Planned::Settled(o) => {
-                count(&progress, o.status);
-                let _ = out_tx.send(o).await;
-            }
-            Planned::Fetch(item) => {
-                let slot = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => break,
-                    s = alive.clone().acquire_owned() => s,
-                };
-                let shared = shared.clone();
-                let out_tx = out_tx.clone();
-                let progress = progress.clone();
-                tokio::spawn(async move {
-                    let o = drive(&shared, item).await;
-                    count(&progress, o.status);
-                    let _ = out_tx.send(o).await;
-                    drop(slot);
-                });
-            }
-        }
+        let slot = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            s = alive.clone().acquire_owned() => s,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let o = drive(&shared, item).await;
+            let _ = shared.fetcher.ledger.send(Event::Done(Box::new(o)));
+            drop(slot);
+        });
     }
-    drop(plan_rx);
+    drop(item_rx);
     // Every task gives its slot back when done; cancellation makes them quick.
     let _ = alive.acquire_many(window as u32).await;
-    drop(out_tx);
-    let tally = tokio::task::spawn_blocking(move || recorder.join())
-        .await
-        .ok()
-        .and_then(|r| r.ok());
+    // The last event sender goes with `shared`: the ledger can finish.
+    drop(shared);
+    let tally = tokio::task::spawn_blocking(move || ledger.join()).await;
     let _ = tokio::task::spawn_blocking(move || input.join()).await;
     ticker_stop.cancel();
     let _ = ticker.await;
     let tally = match tally {
-        Some(t) => t?,
-        None => Tally::default(),
+        Ok(Ok(t)) => t?,
+        // The ledger thread panicked: a bug, but the job's files are safe.
+        _ => Tally::default(),
     };
     let interrupted = stop.is_cancelled();
     let elapsed = progress.elapsed();
@@ -266,30 +261,20 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     })
 }
 
-fn count(progress: &Progress, status: Status) {
-    match status {
-        Status::Ok => progress.ok.fetch_add(1, Relaxed),
-        Status::Skipped => progress.skipped.fetch_add(1, Relaxed),
-        Status::Failed => progress.failed.fetch_add(1, Relaxed),
-    };
-}
-
 /// Takes one item through its attempts: wait for a slot, fetch, and on a
 /// transient failure release the slot, back off and go again.
 async fn drive(sh: &Shared, item: Item) -> Outcome {
     let started = Instant::now();
     let mut out = Outcome::new(item.url.to_string(), &item.origin, Status::Failed);
-    let mut target = Target {
-        url: item.url,
-        dest: item.dest,
-        named_by_server: false,
-    };
+    out.id = Some(item.id);
+    let host = item.host.clone();
+    let mut target = Target::new(item);
     let mut attempts = 0;
     let result = loop {
         let permit = tokio::select! {
             biased;
             _ = sh.stop.cancelled() => break Err(FetchError::Interrupted),
-            p = sh.limits.acquire(&item.host) => p,
+            p = sh.limits.acquire(&host) => p,
         };
         attempts += 1;
         let result = sh.fetcher.attempt(&mut target, &sh.stop).await;
@@ -317,6 +302,7 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
     };
     out.attempts = attempts;
     out.path = Some(target.dest.rel.clone());
+    out.note = target.note.take();
     match result {
         Ok(Attempt::Saved(f)) => {
             out.status = Status::Ok;
@@ -340,12 +326,13 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
                 String::new()
             };
             out.error = Some(format!("{e}{retried}"));
+            out.permanent = !e.is_transient() && !matches!(e, FetchError::Interrupted);
             if sh.verbose {
                 sh.fetcher
                     .progress
                     .println(&format!("failed: {}: {e}{retried}", target.url));
             }
-            if !matches!(e, FetchError::Interrupted) {
+            if out.permanent && target.part_len > 0 {
                 // A partial that will not be resumed is only litter.
                 let part = target.dest.part_path();
                 let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(part)).await;

@@ -10,10 +10,13 @@
 pub mod cli;
 pub mod fetch;
 pub mod job;
+pub mod ledger;
 pub mod naming;
 pub mod plan;
 pub mod report;
 pub mod schedule;
 pub mod source;
+pub mod store;
+pub mod template;
 
 pub use job::{run, Config, Finished, JobError};

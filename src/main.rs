@@ -8,14 +8,24 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let args = haul::cli::Args::parse();
-    match run(args) {
+    let cli = haul::cli::Cli::parse();
+    let result = match cli.command {
+        Some(haul::cli::Command::Status(args)) => status(args),
+        None => run(cli.args),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("haul: error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn status(args: haul::cli::StatusArgs) -> anyhow::Result<ExitCode> {
+    let text = haul::report::status::run(&args)?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(args: haul::cli::Args) -> anyhow::Result<ExitCode> {

@@ -6,17 +6,14 @@
 //! into a single plain file name, and then checks the joined result component
 //! by component, so no input can name a path outside the output directory.
 //!
-//! Collisions are settled by [`Claims`]: the first item to claim a name keeps
-//! it, later ones get `stem-1.ext`, `stem-2.ext`, … Names taken from URLs are
-//! claimed by the input thread in input order, so the outcome is the same on
-//! every run of the same input.
+//! Collisions: the first item to claim a name keeps it, later ones get the
+//! next free name of [`candidates`] (`stem-1.ext`, `stem-2.ext`, …). Claims
+//! are recorded in the job's store, in input order, so the outcome is the
+//! same on every run of the same input.
 
-use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
 
 use percent_encoding::percent_decode_str;
-use sha2::{Digest, Sha256};
 use url::Url;
 
 /// Suffix of the file a transfer writes before it is complete.
@@ -178,39 +175,17 @@ pub fn name_from_content_disposition(value: &str) -> Option<String> {
     Some(last).filter(|s| !s.trim().is_empty())
 }
 
-/// Names already taken by this job. Holds 16-byte digests rather than the
-/// names, so a million-item job costs tens of megabytes, not hundreds.
-#[derive(Debug, Default)]
-pub struct Claims {
-    taken: Mutex<HashSet<[u8; 16]>>,
-}
-
-impl Claims {
-    /// Claims `name` (a single sanitized component) in the output directory,
-    /// or the first free `stem-N.ext` after it.
-    pub fn claim(&self, out: &OutputDir, name: &str) -> Result<Dest, NameError> {
-        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
-        let (stem, ext) = split_ext(name);
-        for n in 0u64.. {
-            let candidate = if n == 0 {
-                name.to_string()
-            } else {
-                format!("{stem}-{n}{ext}")
-            };
-            let dest = out.resolve(&[candidate.as_str()])?;
-            if taken.insert(digest(&dest.rel)) {
-                return Ok(dest);
-            }
+/// The names tried, in order, for a file called `name` when earlier ones are
+/// taken: `name`, then `stem-1.ext`, `stem-2.ext`, …
+pub fn candidates(name: &str) -> impl Iterator<Item = String> + '_ {
+    let (stem, ext) = split_ext(name);
+    (0u64..).map(move |n| {
+        if n == 0 {
+            name.to_string()
+        } else {
+            format!("{stem}-{n}{ext}")
         }
-        unreachable!("u64 counter exhausted")
-    }
-}
-
-fn digest(s: &str) -> [u8; 16] {
-    let full = Sha256::digest(s.as_bytes());
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&full[..16]);
-    out
+    })
 }
 
 #[cfg(test)]
@@ -277,15 +252,13 @@ mod tests {
     }
 
     #[test]
-    fn collisions_get_counters_in_claim_order() {
-        let out = OutputDir::new("/out");
-        let claims = Claims::default();
-        assert_eq!(claims.claim(&out, "a.jpg").unwrap().rel, "a.jpg");
-        assert_eq!(claims.claim(&out, "a.jpg").unwrap().rel, "a-1.jpg");
-        assert_eq!(claims.claim(&out, "a-1.jpg").unwrap().rel, "a-1-1.jpg");
-        assert_eq!(claims.claim(&out, "a.jpg").unwrap().rel, "a-2.jpg");
-        assert_eq!(claims.claim(&out, "README").unwrap().rel, "README");
-        assert_eq!(claims.claim(&out, "README").unwrap().rel, "README-1");
+    fn collision_candidates_count_up_before_the_extension() {
+        let got: Vec<String> = candidates("a.jpg").take(3).collect();
+        assert_eq!(got, ["a.jpg", "a-1.jpg", "a-2.jpg"]);
+        let got: Vec<String> = candidates("README").take(2).collect();
+        assert_eq!(got, ["README", "README-1"]);
+        let got: Vec<String> = candidates("a.tar.gz").take(2).collect();
+        assert_eq!(got, ["a.tar.gz", "a.tar-1.gz"]);
     }
 
     #[test]

@@ -1,32 +1,58 @@
 //! The plan: which input entries become transfers, and where each one goes.
 //!
-//! Runs on the input thread, in input order, between reading a line and
-//! handing the item to the scheduler: URL checks, duplicate detection, the
-//! destination claim and the check for a file that already exists. Doing it
-//! there keeps names deterministic (claims happen in input order) and keeps
-//! the `stat` of each destination off the async runtime at no extra cost.
+//! Runs on the ledger thread, in input order, between reading a line and
+//! handing the item to the scheduler: URL checks, the job-state lookup that
+//! decides what a re-run does (skip what is done, resume what is partial,
+//! retry what failed transiently), duplicate detection, the destination
+//! claim and the check for a file that already exists. Claims happen in
+//! input order, so names are the same on every run of the same input.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
-use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::naming::{self, Claims, Dest, OutputDir};
+use crate::naming::{self, Dest, NameError, OutputDir};
 use crate::report::{Outcome, Status};
 use crate::source::{Entry, Origin};
+use crate::store::{Row, State, Store, StoreError};
+
+/// The validators a partial download was started under.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// Strong ETag.
+    pub etag: Option<String>,
+    /// Last-Modified.
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    /// The `If-Range` value: the ETag if strong, else Last-Modified.
+    pub fn if_range(&self) -> Option<&str> {
+        self.etag
+            .as_deref()
+            .filter(|e| !e.starts_with("W/"))
+            .or(self.last_modified.as_deref())
+    }
+}
 
 /// An item to fetch.
 #[derive(Debug)]
 pub struct Item {
+    /// Job-state row.
+    pub id: i64,
     /// The URL, fragment removed.
     pub url: Url,
     /// Where it was read.
     pub origin: Origin,
-    /// Where it goes (unless the server names it).
+    /// Where it goes.
     pub dest: Dest,
+    /// Whether `dest` is settled (a re-run keeps the name the item got
+    /// before, even if the server named it then).
+    pub dest_fixed: bool,
     /// `host:port`, the key of the per-host limit.
     pub host: String,
+    /// Bytes already in `dest`'s `.part` file.
+    pub part_len: u64,
+    /// Validators of that partial.
+    pub validators: Option<Validators>,
 }
 
 /// What the plan decided for one entry.
@@ -35,93 +61,310 @@ pub enum Planned {
     /// Fetch it.
     Fetch(Item),
     /// Nothing to fetch: the outcome is already known (bad input, duplicate,
-    /// file exists).
+    /// done earlier, file exists, failed permanently earlier).
     Settled(Outcome),
 }
 
-/// Decides, entry by entry, what to fetch.
+/// Plan-wide settings.
+#[derive(Debug, Clone)]
 pub struct Planner {
     out: OutputDir,
-    claims: Arc<Claims>,
     overwrite: bool,
-    // 16-byte digests, not URLs: a million-line list costs ~20 MB here.
-    seen: HashSet<[u8; 16]>,
+    retry_failed: bool,
 }
 
 fn failed(text: String, origin: &Origin, reason: &str, error: String) -> Planned {
     let mut o = Outcome::new(text, origin, Status::Failed);
     o.reason = Some(reason.to_string());
     o.error = Some(format!("{origin}: {error}"));
+    o.permanent = true;
     Planned::Settled(o)
 }
 
+fn exists(dest: &Dest) -> bool {
+    dest.path.symlink_metadata().is_ok()
+}
+
+/// Whether the file at `dest` has exactly `bytes` bytes and hashes to
+/// `sha256`.
+fn file_matches(dest: &Dest, bytes: u64, sha256: Option<&str>) -> bool {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let (Some(want), Ok(mut f)) = (sha256, std::fs::File::open(&dest.path)) else {
+        return false;
+    };
+    if f.metadata().map(|m| m.len()).ok() != Some(bytes) {
+        return false;
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    crate::fetch::hex(&hasher.finalize()) == want
+}
+
 impl Planner {
-    /// A planner writing into `out`, sharing name claims with the transfers.
-    pub fn new(out: OutputDir, claims: Arc<Claims>, overwrite: bool) -> Self {
+    /// A planner writing into `out`.
+    pub fn new(out: OutputDir, overwrite: bool, retry_failed: bool) -> Self {
         Self {
             out,
-            claims,
             overwrite,
-            seen: HashSet::new(),
+            retry_failed,
         }
     }
 
-    /// Plans one entry.
-    pub fn plan(&mut self, entry: Entry) -> Planned {
+    /// The output directory.
+    pub fn out(&self) -> &OutputDir {
+        &self.out
+    }
+
+    /// Plans one entry, recording new items in `store`.
+    pub fn plan(&self, store: &Store, entry: Entry) -> Result<Planned, StoreError> {
         let origin = entry.origin;
         let text = match entry.text {
             Ok(t) => t,
-            Err(e) => return failed(String::new(), &origin, "bad input", e),
+            Err(e) => return Ok(failed(String::new(), &origin, "bad input", e)),
         };
         let mut url = match Url::parse(&text) {
             Ok(u) => u,
             Err(e) => {
                 let msg = format!("not a URL ({e}): {text:?}; expected http:// or https://");
-                return failed(text, &origin, "bad url", msg);
+                return Ok(failed(text, &origin, "bad url", msg));
             }
         };
         if !matches!(url.scheme(), "http" | "https") {
             let msg = format!("unsupported scheme {}: in {text:?}", url.scheme());
-            return failed(text, &origin, "bad url", msg);
+            return Ok(failed(text, &origin, "bad url", msg));
         }
         let Some(host) = url.host_str() else {
-            return failed(text, &origin, "bad url", "URL has no host".into());
+            return Ok(failed(text, &origin, "bad url", "URL has no host".into()));
         };
         let host = format!("{host}:{}", url.port_or_known_default().unwrap_or(0));
         url.set_fragment(None);
-        if !self.seen.insert(digest(url.as_str())) {
-            let mut o = Outcome::new(url.into(), &origin, Status::Skipped);
-            o.reason = Some("duplicate".into());
-            return Planned::Settled(o);
+        match store.lookup(url.as_str())? {
+            Some(row) if row.seen_run == store.run() => {
+                let mut o = Outcome::new(url.into(), &origin, Status::Skipped);
+                o.reason = Some("duplicate".into());
+                o.id = Some(row.id);
+                o.recorded = true;
+                Ok(Planned::Settled(o))
+            }
+            Some(row) => {
+                store.mark_seen(row.id)?;
+                self.replan(store, row, url, origin, host)
+            }
+            None => self.plan_new(store, url, origin, host),
         }
+    }
+
+    fn plan_new(
+        &self,
+        store: &Store,
+        url: Url,
+        origin: Origin,
+        host: String,
+    ) -> Result<Planned, StoreError> {
         let raw = naming::name_from_url(&url);
-        let dest = naming::sanitize_component(&raw)
-            .ok_or_else(|| naming::NameError::Empty(raw.clone()))
-            .and_then(|name| self.claims.claim(&self.out, &name));
-        let dest = match dest {
+        let dest = match self.claim(store, &raw)? {
             Ok(d) => d,
-            Err(e) => return failed(url.into(), &origin, "bad name", e.to_string()),
+            Err(e) => {
+                let id = store.insert(
+                    url.as_str(),
+                    &origin.input,
+                    origin.line,
+                    None,
+                    State::Failed,
+                )?;
+                let Planned::Settled(mut o) =
+                    failed(url.into(), &origin, "bad name", e.to_string())
+                else {
+                    unreachable!()
+                };
+                o.id = Some(id);
+                return Ok(Planned::Settled(o));
+            }
         };
-        if !self.overwrite && dest.path.symlink_metadata().is_ok() {
+        if !self.overwrite && exists(&dest) {
+            let id = store.insert(
+                url.as_str(),
+                &origin.input,
+                origin.line,
+                Some(&dest.rel),
+                State::Skipped,
+            )?;
             let mut o = Outcome::new(url.into(), &origin, Status::Skipped);
+            o.id = Some(id);
+            o.recorded = true;
             o.path = Some(dest.rel);
             o.reason = Some("exists".into());
-            return Planned::Settled(o);
+            return Ok(Planned::Settled(o));
         }
-        Planned::Fetch(Item {
+        let id = store.insert(
+            url.as_str(),
+            &origin.input,
+            origin.line,
+            Some(&dest.rel),
+            State::Pending,
+        )?;
+        Ok(Planned::Fetch(Item {
+            id,
             url,
             origin,
             dest,
+            dest_fixed: false,
             host,
-        })
+            part_len: 0,
+            validators: None,
+        }))
     }
-}
 
-fn digest(s: &str) -> [u8; 16] {
-    let full = Sha256::digest(s.as_bytes());
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&full[..16]);
-    out
+    /// Claims the first free name for `raw` (unsanitized).
+    pub fn claim(&self, store: &Store, raw: &str) -> Result<Result<Dest, NameError>, StoreError> {
+        let Some(name) = naming::sanitize_component(raw) else {
+            return Ok(Err(NameError::Empty(raw.to_string())));
+        };
+        for candidate in naming::candidates(&name) {
+            let dest = match self.out.resolve(&[candidate.as_str()]) {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(e)),
+            };
+            if !store.path_taken(&dest.rel)? {
+                return Ok(Ok(dest));
+            }
+        }
+        unreachable!("candidates never end")
+    }
+
+    /// What a re-run does with an item recorded by an earlier run.
+    fn replan(
+        &self,
+        store: &Store,
+        row: Row,
+        url: Url,
+        origin: Origin,
+        host: String,
+    ) -> Result<Planned, StoreError> {
+        let dest = row.path.as_deref().map(|p| {
+            let parts: Vec<&str> = p.split('/').collect();
+            self.out.resolve(&parts)
+        });
+        let dest = match dest {
+            Some(Ok(d)) => d,
+            // No usable name was ever found: plan it as new.
+            _ => return self.plan_again_without_name(store, &row, url, origin, host),
+        };
+        let settled = |status: Status, reason: &str| {
+            let mut o = Outcome::new(url.to_string(), &origin, status);
+            o.id = Some(row.id);
+            o.recorded = true;
+            o.path = Some(dest.rel.clone());
+            o.reason = Some(reason.to_string());
+            o
+        };
+        let done = match row.state {
+            // Synced: the size is enough to tell the file is still there.
+            State::Ok => dest
+                .path
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.len() == row.bytes),
+            // Saved but not synced when the last run ended: trust the file
+            // only if it is exactly what was recorded.
+            State::Saved => {
+                let ok = file_matches(&dest, row.bytes, row.sha256.as_deref());
+                if ok {
+                    store.mark_synced(&[row.id])?;
+                }
+                ok
+            }
+            _ => false,
+        };
+        if done {
+            let mut o = settled(Status::Skipped, "done");
+            o.bytes = row.bytes;
+            o.sha256 = row.sha256;
+            o.http_status = row.http_status;
+            return Ok(Planned::Settled(o));
+        }
+        match row.state {
+            State::Skipped if exists(&dest) && !self.overwrite => {
+                return Ok(Planned::Settled(settled(Status::Skipped, "exists")));
+            }
+            State::Failed if row.permanent && !self.retry_failed => {
+                let mut o = settled(Status::Failed, row.reason.as_deref().unwrap_or("failed"));
+                o.http_status = row.http_status;
+                o.error = Some(format!(
+                    "{}; not retried (failed permanently in an earlier run; --retry-failed retries it)",
+                    row.error.as_deref().unwrap_or("failed")
+                ));
+                o.permanent = true;
+                return Ok(Planned::Settled(o));
+            }
+            _ => {}
+        }
+        // Pending, transiently failed, or done but the file is gone: fetch,
+        // resuming a partial when the validators allow.
+        let resumable = matches!(row.state, State::Pending | State::Failed);
+        let part_len = if resumable {
+            dest.part_path().metadata().map(|m| m.len()).unwrap_or(0)
+        } else {
+            0
+        };
+        let validators = Validators {
+            etag: row.etag,
+            last_modified: row.last_modified,
+        };
+        let validators = (validators.if_range().is_some()).then_some(validators);
+        Ok(Planned::Fetch(Item {
+            id: row.id,
+            url,
+            origin,
+            dest,
+            dest_fixed: true,
+            host,
+            part_len,
+            validators,
+        }))
+    }
+
+    fn plan_again_without_name(
+        &self,
+        store: &Store,
+        row: &Row,
+        url: Url,
+        origin: Origin,
+        host: String,
+    ) -> Result<Planned, StoreError> {
+        let raw = naming::name_from_url(&url);
+        match self.claim(store, &raw)? {
+            Ok(dest) => {
+                store.set_path(row.id, &dest.rel)?;
+                Ok(Planned::Fetch(Item {
+                    id: row.id,
+                    url,
+                    origin,
+                    dest,
+                    dest_fixed: false,
+                    host,
+                    part_len: 0,
+                    validators: None,
+                }))
+            }
+            Err(e) => {
+                let Planned::Settled(mut o) =
+                    failed(url.into(), &origin, "bad name", e.to_string())
+                else {
+                    unreachable!()
+                };
+                o.id = Some(row.id);
+                Ok(Planned::Settled(o))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -148,36 +391,122 @@ mod tests {
     #[test]
     fn bad_urls_name_their_line() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = Planner::new(OutputDir::new(dir.path()), Arc::default(), false);
-        let o = outcome(p.plan(entry(7, "not a url")));
+        let store = Store::open(dir.path()).unwrap();
+        let p = Planner::new(OutputDir::new(dir.path()), false, false);
+        let o = outcome(p.plan(&store, entry(7, "not a url")).unwrap());
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().starts_with("list.txt:7: not a URL"));
-        let o = outcome(p.plan(entry(8, "ftp://h/x")));
+        let o = outcome(p.plan(&store, entry(8, "ftp://h/x")).unwrap());
         assert!(o.error.unwrap().contains("unsupported scheme ftp"));
     }
 
     #[test]
-    fn duplicates_and_existing_files_are_skipped() {
+    fn duplicates_existing_files_and_collisions() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("old.bin"), b"x").unwrap();
-        let mut p = Planner::new(OutputDir::new(dir.path()), Arc::default(), false);
+        let store = Store::open(dir.path()).unwrap();
+        let p = Planner::new(OutputDir::new(dir.path()), false, false);
         assert!(matches!(
-            p.plan(entry(1, "http://h/a.bin#frag")),
+            p.plan(&store, entry(1, "http://h/a.bin#frag")).unwrap(),
             Planned::Fetch(_)
         ));
-        let dup = outcome(p.plan(entry(2, "http://h/a.bin")));
+        let dup = outcome(p.plan(&store, entry(2, "http://h/a.bin")).unwrap());
         assert_eq!(
             (dup.status, dup.reason.as_deref()),
             (Status::Skipped, Some("duplicate"))
         );
-        let old = outcome(p.plan(entry(3, "http://h/old.bin")));
+        let old = outcome(p.plan(&store, entry(3, "http://h/old.bin")).unwrap());
         assert_eq!(old.reason.as_deref(), Some("exists"));
-        match p.plan(entry(4, "http://other/a.bin")) {
+        match p.plan(&store, entry(4, "http://other/a.bin")).unwrap() {
             Planned::Fetch(i) => {
                 assert_eq!(i.dest.rel, "a-1.bin");
                 assert_eq!(i.host, "other:80");
             }
             Planned::Settled(o) => panic!("{o:?}"),
         }
+    }
+
+    #[test]
+    fn a_rerun_skips_what_is_done_and_resumes_what_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Planner::new(OutputDir::new(dir.path()), false, false);
+        let store = Store::open(dir.path()).unwrap();
+        let Planned::Fetch(done) = p.plan(&store, entry(1, "http://h/done.bin")).unwrap() else {
+            panic!()
+        };
+        let Planned::Fetch(part) = p.plan(&store, entry(2, "http://h/part.bin")).unwrap() else {
+            panic!()
+        };
+        let Planned::Fetch(gone) = p.plan(&store, entry(3, "http://h/gone.bin")).unwrap() else {
+            panic!()
+        };
+        std::fs::write(&done.dest.path, b"12345").unwrap();
+        let fin = crate::store::Finish {
+            bytes: 5,
+            ..Default::default()
+        };
+        store.finish(done.id, State::Ok, &fin).unwrap();
+        store.finish(gone.id, State::Ok, &fin).unwrap();
+        std::fs::write(part.dest.part_path(), b"123").unwrap();
+        store.started(part.id, Some("\"v1\""), None).unwrap();
+        store
+            .finish(
+                p.plan(&store, entry(4, "http://h/404"))
+                    .map(|pl| match pl {
+                        Planned::Fetch(i) => i.id,
+                        Planned::Settled(_) => panic!(),
+                    })
+                    .unwrap(),
+                State::Failed,
+                &crate::store::Finish {
+                    permanent: true,
+                    error: Some("HTTP 404 Not Found".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        let o = outcome(p.plan(&store, entry(1, "http://h/done.bin")).unwrap());
+        assert_eq!(
+            (o.status, o.reason.as_deref()),
+            (Status::Skipped, Some("done"))
+        );
+        match p.plan(&store, entry(2, "http://h/part.bin")).unwrap() {
+            Planned::Fetch(i) => {
+                assert_eq!(i.part_len, 3);
+                assert_eq!(i.validators.unwrap().if_range(), Some("\"v1\""));
+            }
+            Planned::Settled(o) => panic!("{o:?}"),
+        }
+        match p.plan(&store, entry(3, "http://h/gone.bin")).unwrap() {
+            Planned::Fetch(i) => assert_eq!((i.dest.rel.as_str(), i.part_len), ("gone.bin", 0)),
+            Planned::Settled(o) => panic!("{o:?}"),
+        }
+        let o = outcome(p.plan(&store, entry(4, "http://h/404")).unwrap());
+        assert_eq!(o.status, Status::Failed);
+        assert!(o.error.unwrap().contains("--retry-failed"));
+        let again = Planner::new(OutputDir::new(dir.path()), false, true);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(matches!(
+            again.plan(&store, entry(4, "http://h/404")).unwrap(),
+            Planned::Fetch(_)
+        ));
+    }
+
+    #[test]
+    fn weak_etags_are_not_used_for_if_range() {
+        let v = Validators {
+            etag: Some("W/\"x\"".into()),
+            last_modified: Some("Tue, 01 Jan 2030 00:00:00 GMT".into()),
+        };
+        assert_eq!(v.if_range(), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
+        let v = Validators {
+            etag: Some("W/\"x\"".into()),
+            last_modified: None,
+        };
+        assert_eq!(v.if_range(), None);
     }
 }

@@ -19,6 +19,9 @@ pub enum InputSpec {
     File(PathBuf),
     /// A URL list on standard input (`-i -`).
     Stdin,
+    /// The failed items recorded in the job state of an output directory
+    /// (`--retry-failed` with no other input).
+    Failed(PathBuf),
 }
 
 /// An input that could not be opened or read.
@@ -32,6 +35,9 @@ pub enum SourceError {
         /// What the OS said.
         source: io::Error,
     },
+    /// The job state could not be read for `--retry-failed`.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Where an entry was read: input name and 1-based line (or argument) number.
@@ -61,6 +67,7 @@ pub struct Entry {
 enum Reader {
     Args(std::vec::IntoIter<String>),
     Lines(Box<dyn BufRead + Send>),
+    Recorded(std::vec::IntoIter<(String, Origin)>),
 }
 
 struct Opened {
@@ -86,6 +93,21 @@ pub fn open(specs: Vec<InputSpec>) -> Result<Entries, SourceError> {
                 "-".into(),
                 Reader::Lines(Box::new(BufReader::with_capacity(1 << 16, io::stdin()))),
             ),
+            InputSpec::Failed(dir) => {
+                let store = crate::store::Store::open_existing(&dir)?;
+                let mut failed = Vec::new();
+                store.each_failed(|url, input, line| {
+                    failed.push((
+                        url,
+                        Origin {
+                            input: input.into(),
+                            line,
+                        },
+                    ));
+                    true
+                })?;
+                ("failed".into(), Reader::Recorded(failed.into_iter()))
+            }
             InputSpec::File(path) => {
                 let file = std::fs::File::open(&path).map_err(|source| SourceError::Open {
                     path: path.clone(),
@@ -135,6 +157,15 @@ impl Iterator for Entries {
                 }
             };
             let read = match &mut input.reader {
+                Reader::Recorded(items) => match items.next() {
+                    Some((url, origin)) => {
+                        return Some(Entry {
+                            origin,
+                            text: Ok(url),
+                        })
+                    }
+                    None => None,
+                },
                 Reader::Args(args) => args.next().map(Ok),
                 Reader::Lines(lines) => {
                     buf.clear();

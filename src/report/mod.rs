@@ -6,6 +6,7 @@
 //! blocks the async runtime and never needs a lock.
 
 mod progress;
+pub mod status;
 
 pub use progress::{Progress, ProgressMode, TransferBar};
 
@@ -60,6 +61,18 @@ pub struct Outcome {
     /// `timeout`…), or why an item was skipped (`exists`, `duplicate`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What happened to a partial file: resumed, or restarted and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Job-state row, when the item has one.
+    #[serde(skip)]
+    pub id: Option<i64>,
+    /// The job state already says this; nothing to write.
+    #[serde(skip)]
+    pub recorded: bool,
+    /// The failure will not go away by retrying.
+    #[serde(skip)]
+    pub permanent: bool,
 }
 
 impl Outcome {
@@ -78,6 +91,10 @@ impl Outcome {
             input: origin.input.to_string(),
             line: origin.line,
             reason: None,
+            note: None,
+            id: None,
+            recorded: false,
+            permanent: false,
         }
     }
 }

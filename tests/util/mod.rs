@@ -40,10 +40,12 @@ impl Scratch {
         found
     }
 
-    /// Every file under `out/`, relative to it, sorted.
+    /// Every file under `out/`, relative to it, sorted, without haul's own
+    /// `.haul/` job state.
     pub fn out_files(&self) -> Vec<String> {
         let mut found = Vec::new();
         walk(&self.out(), &self.out(), &mut found);
+        found.retain(|f| !f.starts_with(".haul/"));
         found.sort();
         found
     }
@@ -75,9 +77,16 @@ fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
 /// The `haul` command, quiet progress, with the given arguments.
 pub fn haul(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_haul"));
-    cmd.args(["--progress", "none"])
-        .args(args)
-        .stdin(Stdio::null())
+    if args
+        .first()
+        .is_some_and(|a| !a.starts_with('-') && !a.contains("://"))
+    {
+        // A subcommand comes first.
+        cmd.args(args);
+    } else {
+        cmd.args(["--progress", "none"]).args(args);
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);

@@ -1,0 +1,320 @@
+//! The ledger: the one thread that owns the job state and the report files.
+//!
+//! Everything that must be recorded passes through here, in order: input
+//! entries to plan (and insert), validators of transfers that started, name
+//! claims from `Content-Disposition`, and outcomes. The ledger works in
+//! batches (one SQLite transaction per batch of whatever has arrived), so
+//! the store costs the transfers nothing but a channel send.
+//!
+//! Downloaded files are marked done in the store only after a group sync
+//! ([`store::sync_files`]) of everything written since the last one, at most
+//! once a second or every few thousand files: the store never claims a file
+//! that a power cut could still take away, and the cost is one `syncfs` per
+//! batch rather than an fsync per file.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::naming::{Dest, NameError};
+use crate::plan::{Item, Planned, Planner, Validators};
+use crate::report::{Outcome, Progress, Recorder, ReportError, Status, Tally};
+use crate::source::Entry;
+use crate::store::{self, Finish, State, Store, StoreError};
+
+/// Items planned ahead of the dispatcher, at most.
+const AHEAD: usize = 256;
+/// Downloads waiting for a group sync, at most.
+const SYNC_BATCH: usize = 4096;
+/// Longest a download waits for its group sync.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// What transfers tell the ledger.
+#[derive(Debug)]
+pub enum Event {
+    /// A resumable transfer started under these validators.
+    Started {
+        /// Item.
+        id: i64,
+        /// Its validators.
+        validators: Validators,
+    },
+    /// The server named the file: claim a free name for it.
+    Claim {
+        /// Item.
+        id: i64,
+        /// The name the server gave (unsanitized).
+        name: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Claimed, NameError>>,
+    },
+    /// An item is finished.
+    Done(Box<Outcome>),
+}
+
+/// The answer to a claim.
+#[derive(Debug)]
+pub enum Claimed {
+    /// Write here.
+    Dest(Dest),
+    /// A file was already there before the job: skip.
+    Exists(Dest),
+}
+
+/// The ledger failed; the job cannot go on recording.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A report file failed.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// The group sync failed: the files written since the last one may not
+    /// be on disk.
+    #[error("cannot sync downloaded files to disk in {path}: {source}")]
+    Sync {
+        /// The output directory.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// The ledger's state.
+pub struct Ledger {
+    /// Job state.
+    pub store: Store,
+    /// Planning rules.
+    pub planner: Planner,
+    /// Report files.
+    pub recorder: Recorder,
+    /// Live counters.
+    pub progress: Arc<Progress>,
+    /// Group-sync files before marking them done.
+    pub sync: bool,
+    /// Replace files that existed before the job.
+    pub overwrite: bool,
+    unsynced: Vec<i64>,
+    last_sync: Instant,
+}
+
+/// The channels the ledger works between.
+pub struct Wiring {
+    /// Entries from the input thread.
+    pub entries: mpsc::Receiver<Entry>,
+    /// Events from transfers.
+    pub events: mpsc::UnboundedReceiver<Event>,
+    /// Planned items to the dispatcher.
+    pub items: mpsc::Sender<Item>,
+    /// Ctrl-C.
+    pub stop: CancellationToken,
+}
+
+impl Ledger {
+    /// A ledger over an open store.
+    pub fn new(
+        store: Store,
+        planner: Planner,
+        recorder: Recorder,
+        progress: Arc<Progress>,
+        sync: bool,
+        overwrite: bool,
+    ) -> Self {
+        Self {
+            store,
+            planner,
+            recorder,
+            progress,
+            sync,
+            overwrite,
+            unsynced: Vec::new(),
+            last_sync: Instant::now(),
+        }
+    }
+
+    /// Runs on the current (dedicated) thread until the input is planned and
+    /// every transfer has reported; returns the totals.
+    pub fn run(mut self, wiring: Wiring) -> Result<Tally, LedgerError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|source| LedgerError::Sync {
+                path: self.planner.out().root().to_path_buf(),
+                source,
+            })?;
+        let result = rt.block_on(self.work(wiring));
+        // Whatever happened, what was recorded so far is kept.
+        let synced = self.sync_now();
+        self.store.commit()?;
+        result?;
+        synced?;
+        Ok(self.recorder.finish()?)
+    }
+
+    async fn work(&mut self, wiring: Wiring) -> Result<(), LedgerError> {
+        let Wiring {
+            mut entries,
+            mut events,
+            items,
+            stop,
+        } = wiring;
+        let mut items = Some(items);
+        let mut ahead: VecDeque<Item> = VecDeque::new();
+        let mut input_open = true;
+        loop {
+            if stop.is_cancelled() && input_open {
+                // Items planned but not started stay pending in the store.
+                input_open = false;
+                ahead.clear();
+            }
+            if !input_open && ahead.is_empty() {
+                // Lets the dispatcher see the end of the work.
+                items = None;
+            }
+            let ready = items.clone().filter(|_| !ahead.is_empty());
+            let sync_due = !self.unsynced.is_empty();
+            tokio::select! {
+                biased;
+                ev = events.recv() => match ev {
+                    Some(ev) => {
+                        self.handle(ev)?;
+                        while let Ok(ev) = events.try_recv() {
+                            self.handle(ev)?;
+                        }
+                    }
+                    // Every transfer has reported and the dispatcher is done.
+                    None => break,
+                },
+                permit = async { ready.as_ref()?.reserve().await.ok() }, if ready.is_some() => {
+                    match (permit, ahead.pop_front()) {
+                        (Some(permit), Some(item)) => permit.send(item),
+                        // The dispatcher is gone (interrupted).
+                        _ => {
+                            input_open = false;
+                            ahead.clear();
+                        }
+                    }
+                }
+                entry = entries.recv(), if input_open && ahead.len() < AHEAD => match entry {
+                    Some(entry) => {
+                        self.plan(entry, &mut ahead)?;
+                        while ahead.len() < AHEAD {
+                            match entries.try_recv() {
+                                Ok(entry) => self.plan(entry, &mut ahead)?,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => {
+                        input_open = false;
+                        self.progress.input_done.store(true, Relaxed);
+                    }
+                },
+                _ = stop.cancelled(), if input_open => {}
+                _ = tokio::time::sleep(SYNC_EVERY), if sync_due => {}
+            }
+            if self.unsynced.len() >= SYNC_BATCH || self.last_sync.elapsed() >= SYNC_EVERY {
+                self.sync_now()?;
+            }
+            self.store.commit()?;
+        }
+        Ok(())
+    }
+
+    fn plan(&mut self, entry: Entry, ahead: &mut VecDeque<Item>) -> Result<(), LedgerError> {
+        self.store.begin()?;
+        self.progress.seen.fetch_add(1, Relaxed);
+        match self.planner.plan(&self.store, entry)? {
+            Planned::Fetch(item) => ahead.push_back(item),
+            Planned::Settled(o) => self.record(o)?,
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ev: Event) -> Result<(), LedgerError> {
+        self.store.begin()?;
+        match ev {
+            Event::Started { id, validators } => {
+                self.store.started(
+                    id,
+                    validators.etag.as_deref(),
+                    validators.last_modified.as_deref(),
+                )?;
+            }
+            Event::Claim { id, name, reply } => {
+                let answer = match self.planner.claim(&self.store, &name)? {
+                    Ok(dest) => {
+                        self.store.set_path(id, &dest.rel)?;
+                        if !self.overwrite && dest.path.symlink_metadata().is_ok() {
+                            Ok(Claimed::Exists(dest))
+                        } else {
+                            Ok(Claimed::Dest(dest))
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(answer);
+            }
+            Event::Done(o) => self.record(*o)?,
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, o: Outcome) -> Result<(), LedgerError> {
+        match o.status {
+            Status::Ok => self.progress.ok.fetch_add(1, Relaxed),
+            Status::Skipped => self.progress.skipped.fetch_add(1, Relaxed),
+            Status::Failed => self.progress.failed.fetch_add(1, Relaxed),
+        };
+        self.recorder.record(&o)?;
+        let Some(id) = o.id.filter(|_| !o.recorded) else {
+            return Ok(());
+        };
+        let state = match o.status {
+            Status::Ok => State::Ok,
+            Status::Skipped => State::Skipped,
+            Status::Failed => State::Failed,
+        };
+        let finish = Finish {
+            path: o.path,
+            http_status: o.http_status,
+            bytes: o.bytes,
+            sha256: o.sha256,
+            attempts: o.attempts,
+            error: o.error,
+            reason: o.reason,
+            permanent: o.permanent,
+        };
+        if state == State::Ok && self.sync {
+            // Recorded now with its size and hash, marked done after the
+            // next group sync.
+            self.store.finish(id, State::Saved, &finish)?;
+            self.unsynced.push(id);
+        } else {
+            self.store.finish(id, state, &finish)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the files downloaded since the last sync, then marks them done.
+    fn sync_now(&mut self) -> Result<(), LedgerError> {
+        self.last_sync = Instant::now();
+        if self.unsynced.is_empty() {
+            return Ok(());
+        }
+        let root = self.planner.out().root();
+        store::sync_files(root).map_err(|source| LedgerError::Sync {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        self.store.begin()?;
+        self.store
+            .mark_synced(&std::mem::take(&mut self.unsynced))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,353 @@
+//! `haul status DIR`: what the job state of an output directory says, what a
+//! re-run would do, and the manifest and failed list written after the fact.
+//!
+//! Everything comes from one pass over the store's rows, so the report of a
+//! million-item job costs a scan, not a million lookups.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{human_bytes, ReportError};
+use crate::cli::StatusArgs;
+use crate::store::{Store, StoreError};
+
+/// Why `status` could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A report file could not be written.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+/// Failures of one reason on one host.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FailureGroup {
+    /// Failure group (`HTTP 404 Not Found`, `timeout`…).
+    pub reason: String,
+    /// `host:port`.
+    pub host: String,
+    /// Items.
+    pub count: u64,
+}
+
+/// What running the same command again would do.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Rerun {
+    /// Items never finished: fetched again.
+    pub fetch: u64,
+    /// Of those (and of the retries), partial files that can resume.
+    pub resume: u64,
+    /// Transient failures: tried again.
+    pub retry: u64,
+    /// Done and still on disk (not checked here): skipped without a request.
+    pub skip_done: u64,
+    /// Files that were there before the job: skipped.
+    pub skip_existing: u64,
+    /// Permanent failures: not retried unless `--retry-failed`.
+    pub skip_failed: u64,
+}
+
+/// The state of a job.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct JobStatus {
+    /// Items recorded.
+    pub items: u64,
+    /// Downloaded.
+    pub ok: u64,
+    /// Skipped (file existed).
+    pub skipped: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Not finished.
+    pub pending: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Runs of the job so far.
+    pub runs: u64,
+    /// Failures by reason and host, most first.
+    pub failures: Vec<FailureGroup>,
+    /// What a re-run would do.
+    pub rerun: Rerun,
+}
+
+type Sink = Option<(PathBuf, BufWriter<fs_err::File>)>;
+
+fn open_sink(path: &Option<PathBuf>) -> Result<Sink, ReportError> {
+    path.as_ref()
+        .map(|p| {
+            fs_err::File::create(p)
+                .map(|f| (p.clone(), BufWriter::new(f)))
+                .map_err(|source| ReportError {
+                    path: p.clone(),
+                    source,
+                })
+        })
+        .transpose()
+}
+
+fn write_line(sink: &mut Sink, line: &str) -> Result<(), ReportError> {
+    if let Some((path, w)) = sink {
+        writeln!(w, "{line}").map_err(|source| ReportError {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(format!("{host}:{}", u.port_or_known_default().unwrap_or(0)))
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Reads the job state of `dir`, writing the manifest and failed list on the
+/// way when asked.
+pub fn load(
+    dir: &Path,
+    report: &Option<PathBuf>,
+    failed: &Option<PathBuf>,
+) -> Result<JobStatus, StatusError> {
+    let store = Store::open_existing(dir)?;
+    let mut report = open_sink(report)?;
+    let mut failed_list = open_sink(failed)?;
+    let mut st = JobStatus::default();
+    let mut groups: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut sink_error = None;
+    store.query_each("SELECT COUNT(*) FROM runs", |r| {
+        st.runs = r.get::<_, i64>(0)? as u64;
+        Ok(())
+    })?;
+    store.query_each(
+        "SELECT url, path, state, http_status, bytes, sha256, attempts, error, reason,
+                input, line, permanent, etag IS NOT NULL OR last_modified IS NOT NULL
+         FROM items ORDER BY id",
+        |r| {
+            let url: String = r.get(0)?;
+            let state: String = r.get(2)?;
+            let bytes = r.get::<_, i64>(4)? as u64;
+            let permanent: bool = r.get(11)?;
+            let has_validator: bool = r.get(12)?;
+            st.items += 1;
+            match state.as_str() {
+                "ok" | "saved" => {
+                    st.ok += 1;
+                    st.bytes += bytes;
+                    st.rerun.skip_done += 1;
+                }
+                "skipped" => {
+                    st.skipped += 1;
+                    st.rerun.skip_existing += 1;
+                }
+                "failed" => {
+                    st.failed += 1;
+                    let reason: Option<String> = r.get(8)?;
+                    let key = (reason.unwrap_or_else(|| "failed".into()), host_of(&url));
+                    *groups.entry(key).or_default() += 1;
+                    if permanent {
+                        st.rerun.skip_failed += 1;
+                    } else {
+                        st.rerun.retry += 1;
+                        st.rerun.resume += u64::from(has_validator);
+                    }
+                }
+                _ => {
+                    st.pending += 1;
+                    st.rerun.fetch += 1;
+                    st.rerun.resume += u64::from(has_validator);
+                }
+            }
+            if report.is_some() {
+                let line = serde_json::json!({
+                    "url": url,
+                    "path": r.get::<_, Option<String>>(1)?,
+                    "status": state,
+                    "http_status": r.get::<_, Option<u16>>(3)?,
+                    "bytes": bytes,
+                    "sha256": r.get::<_, Option<String>>(5)?,
+                    "attempts": r.get::<_, u32>(6)?,
+                    "error": r.get::<_, Option<String>>(7)?,
+                    "input": r.get::<_, Option<String>>(9)?,
+                    "line": r.get::<_, Option<i64>>(10)?,
+                });
+                if let Err(e) = write_line(&mut report, &line.to_string()) {
+                    sink_error.get_or_insert(e);
+                }
+            }
+            if state == "failed" {
+                if let Err(e) = write_line(&mut failed_list, &url) {
+                    sink_error.get_or_insert(e);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(e) = sink_error {
+        return Err(e.into());
+    }
+    for (path, w) in [&mut report, &mut failed_list].into_iter().flatten() {
+        w.flush().map_err(|source| ReportError {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    st.failures = groups
+        .into_iter()
+        .map(|((reason, host), count)| FailureGroup {
+            reason,
+            host,
+            count,
+        })
+        .collect();
+    st.failures
+        .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    Ok(st)
+}
+
+/// The text `haul status` prints.
+pub fn render(dir: &Path, st: &JobStatus) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "job in {} ({} items, {} run{})",
+        dir.display(),
+        st.items,
+        st.runs,
+        if st.runs == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(s, "  done     {:>8}  {}", st.ok, human_bytes(st.bytes));
+    let _ = writeln!(s, "  skipped  {:>8}  (file was already there)", st.skipped);
+    let _ = writeln!(s, "  failed   {:>8}", st.failed);
+    let _ = writeln!(s, "  pending  {:>8}", st.pending);
+    if !st.failures.is_empty() {
+        let _ = writeln!(s, "failures by reason and host:");
+        for g in &st.failures {
+            let _ = writeln!(s, "  {:>8}  {}  {}", g.count, g.reason, g.host);
+        }
+    }
+    let r = &st.rerun;
+    let _ = writeln!(s, "running the same command again would:");
+    let _ = writeln!(
+        s,
+        "  fetch    {:>8}  not finished ({} can resume a partial file)",
+        r.fetch + r.retry,
+        r.resume
+    );
+    let _ = writeln!(s, "  skip     {:>8}  done (if still on disk)", r.skip_done);
+    let _ = writeln!(
+        s,
+        "  skip     {:>8}  already there before the job",
+        r.skip_existing
+    );
+    let _ = writeln!(
+        s,
+        "  skip     {:>8}  failed permanently (--retry-failed retries them)",
+        r.skip_failed
+    );
+    s
+}
+
+/// Runs `haul status`.
+pub fn run(args: &StatusArgs) -> Result<String, StatusError> {
+    let st = load(&args.dir, &args.report, &args.failed)?;
+    if args.json {
+        // Serializing plain numbers and strings cannot fail.
+        Ok(serde_json::to_string_pretty(&st).unwrap_or_default() + "\n")
+    } else {
+        Ok(render(&args.dir, &st))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Finish, State};
+
+    #[test]
+    fn status_of_a_mixed_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let add = |url: &str, path: &str, state: State, f: Finish| {
+            let id = store
+                .insert(url, "urls.txt", 1, Some(path), State::Pending)
+                .unwrap();
+            if state != State::Pending {
+                store.finish(id, state, &f).unwrap();
+            }
+            id
+        };
+        let ok = |bytes| Finish {
+            bytes,
+            attempts: 1,
+            ..Finish::default()
+        };
+        add("http://a.test/1", "1", State::Ok, ok(1500));
+        add("http://a.test/2", "2", State::Ok, ok(2500));
+        add("http://a.test/3", "3", State::Skipped, Finish::default());
+        let fail = |reason: &str, permanent| Finish {
+            attempts: 6,
+            reason: Some(reason.into()),
+            error: Some(reason.into()),
+            permanent,
+            ..Finish::default()
+        };
+        add(
+            "http://a.test/4",
+            "4",
+            State::Failed,
+            fail("HTTP 404 Not Found", true),
+        );
+        add(
+            "http://b.test:8080/5",
+            "5",
+            State::Failed,
+            fail("HTTP 404 Not Found", true),
+        );
+        add(
+            "http://b.test:8080/6",
+            "6",
+            State::Failed,
+            fail("timeout", false),
+        );
+        let p = add("http://a.test/7", "7", State::Pending, Finish::default());
+        store.started(p, Some("\"e\""), None).unwrap();
+        add("http://a.test/8", "8", State::Pending, Finish::default());
+        drop(store);
+
+        let report = dir.path().join("r.jsonl");
+        let failed = dir.path().join("failed.txt");
+        let st = load(dir.path(), &Some(report.clone()), &Some(failed.clone())).unwrap();
+        insta::assert_snapshot!(render(Path::new("out"), &st), @r"
+        job in out (8 items, 1 run)
+          done            2  4.0 kB
+          skipped         1  (file was already there)
+          failed          3
+          pending         2
+        failures by reason and host:
+                 1  HTTP 404 Not Found  a.test:80
+                 1  HTTP 404 Not Found  b.test:8080
+                 1  timeout  b.test:8080
+        running the same command again would:
+          fetch           3  not finished (1 can resume a partial file)
+          skip            2  done (if still on disk)
+          skip            1  already there before the job
+          skip            2  failed permanently (--retry-failed retries them)
+        ");
+        assert_eq!(std::fs::read_to_string(report).unwrap().lines().count(), 8);
+        assert_eq!(
+            std::fs::read_to_string(failed).unwrap(),
+            "http://a.test/4\nhttp://b.test:8080/5\nhttp://b.test:8080/6\n"
+        );
+    }
+}

@@ -1,0 +1,522 @@
+//! Job state: one SQLite database per output directory
+//! (`DIR/.haul/state.db`), one row per item.
+//!
+//! The store is what makes every job resumable with nothing to configure:
+//! running the same command again finds each URL's row and carries on from
+//! it. It is also what keeps memory flat: duplicate detection and name
+//! claims are index lookups, not in-memory sets.
+//!
+//! Only one thread ever touches the connection (the job's ledger thread),
+//! and it writes in batched transactions, WAL mode, `synchronous=NORMAL`:
+//! a commit costs no fsync, and a crash loses at most the last uncommitted
+//! batch, which the next run simply redoes. Durability of *files* is handled
+//! by the ledger, which marks items done only after a group sync (see
+//! [`sync_files`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::naming::STATE_DIR;
+
+/// File name of the database inside [`STATE_DIR`].
+pub const DB_NAME: &str = "state.db";
+
+/// A store that could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory could not be created.
+    #[error("cannot create job state directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// SQLite failed.
+    #[error("job state {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// `haul status` on a directory without job state.
+    #[error(
+        "no job state in {0} (expected {0}/.haul/state.db): nothing has been downloaded there"
+    )]
+    Missing(PathBuf),
+}
+
+/// An item's state as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Planned or in flight, not finished.
+    Pending,
+    /// Downloaded and renamed into place, not yet synced to disk: a re-run
+    /// checks the file against its recorded size and SHA-256.
+    Saved,
+    /// Downloaded and synced to disk.
+    Ok,
+    /// A file was already there before the job.
+    Skipped,
+    /// Failed; may be retried on the next run if transient.
+    Failed,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Saved => "saved",
+            State::Ok => "ok",
+            State::Skipped => "skipped",
+            State::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> State {
+        match s {
+            "ok" => State::Ok,
+            "saved" => State::Saved,
+            "skipped" => State::Skipped,
+            "failed" => State::Failed,
+            _ => State::Pending,
+        }
+    }
+}
+
+/// An item's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Row id, the item's identity for the rest of the job.
+    pub id: i64,
+    /// Recorded state.
+    pub state: State,
+    /// Destination relative to the output directory.
+    pub path: Option<String>,
+    /// Bytes of the finished file.
+    pub bytes: u64,
+    /// SHA-256 of the finished file.
+    pub sha256: Option<String>,
+    /// ETag of the transfer in progress or done.
+    pub etag: Option<String>,
+    /// Last-Modified of the transfer in progress or done.
+    pub last_modified: Option<String>,
+    /// Whether the recorded failure was permanent.
+    pub permanent: bool,
+    /// Last error.
+    pub error: Option<String>,
+    /// Failure group.
+    pub reason: Option<String>,
+    /// Last HTTP status.
+    pub http_status: Option<u16>,
+    /// Requests made, all runs.
+    pub attempts: u32,
+    /// Run that last saw this URL in its input.
+    pub seen_run: i64,
+}
+
+/// What the ledger writes when an item finishes.
+#[derive(Debug, Clone, Default)]
+pub struct Finish {
+    /// Final path (may differ from the planned one after Content-Disposition).
+    pub path: Option<String>,
+    /// Last HTTP status.
+    pub http_status: Option<u16>,
+    /// Bytes.
+    pub bytes: u64,
+    /// SHA-256.
+    pub sha256: Option<String>,
+    /// Requests made in this run.
+    pub attempts: u32,
+    /// Error.
+    pub error: Option<String>,
+    /// Failure group.
+    pub reason: Option<String>,
+    /// Permanent failure.
+    pub permanent: bool,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    version TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL UNIQUE,
+    input TEXT,
+    line INTEGER,
+    path TEXT UNIQUE,
+    state TEXT NOT NULL DEFAULT 'pending',
+    permanent INTEGER NOT NULL DEFAULT 0,
+    http_status INTEGER,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
+    etag TEXT,
+    last_modified TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    reason TEXT,
+    seen_run INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_state ON items(state);
+";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The job state of one output directory.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    run: i64,
+    in_tx: bool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store of `out_dir` and starts a new run.
+    pub fn open(out_dir: &Path) -> Result<Store, StoreError> {
+        let dir = out_dir.join(STATE_DIR);
+        fs_err::create_dir_all(&dir).map_err(|source| StoreError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut store = Self::connect(dir.join(DB_NAME))?;
+        let run = store.q(|c| {
+            c.execute(
+                "INSERT INTO runs (started_at, version) VALUES (?1, ?2)",
+                params![now(), env!("CARGO_PKG_VERSION")],
+            )?;
+            Ok(c.last_insert_rowid())
+        })?;
+        store.run = run;
+        Ok(store)
+    }
+
+    /// Opens the store of `out_dir` to read it; fails if there is none.
+    pub fn open_existing(out_dir: &Path) -> Result<Store, StoreError> {
+        let path = out_dir.join(STATE_DIR).join(DB_NAME);
+        if !path.is_file() {
+            return Err(StoreError::Missing(out_dir.to_path_buf()));
+        }
+        Self::connect(path)
+    }
+
+    fn connect(path: PathBuf) -> Result<Store, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=NORMAL;
+             PRAGMA busy_timeout=5000;
+             PRAGMA cache_size=-16000;
+             PRAGMA temp_store=MEMORY;",
+        )
+        .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Store {
+            conn,
+            path,
+            run: 0,
+            in_tx: false,
+        })
+    }
+
+    fn q<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        f(&self.conn).map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// This run's id.
+    pub fn run(&self) -> i64 {
+        self.run
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a batch transaction if none is open.
+    pub fn begin(&mut self) -> Result<(), StoreError> {
+        if !self.in_tx {
+            self.q(|c| c.execute_batch("BEGIN"))?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    /// Commits the open batch, if any.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        if self.in_tx {
+            self.q(|c| c.execute_batch("COMMIT"))?;
+            self.in_tx = false;
+        }
+        Ok(())
+    }
+
+    /// The row of `url`, if it was ever planned.
+    pub fn lookup(&self, url: &str) -> Result<Option<Row>, StoreError> {
+        self.q(|c| {
+            c.prepare_cached(
+                "SELECT id, state, path, bytes, sha256, etag, last_modified, permanent,
+                        error, reason, http_status, attempts, seen_run
+                 FROM items WHERE url = ?1",
+            )?
+            .query_row([url], row)
+            .optional()
+        })
+    }
+
+    /// Whether some item already owns `path`.
+    pub fn path_taken(&self, path: &str) -> Result<bool, StoreError> {
+        self.q(|c| {
+            c.prepare_cached("SELECT 1 FROM items WHERE path = ?1")?
+                .exists([path])
+        })
+    }
+
+    /// Records a new item seen in this run; returns its id.
+    pub fn insert(
+        &self,
+        url: &str,
+        input: &str,
+        line: u64,
+        path: Option<&str>,
+        state: State,
+    ) -> Result<i64, StoreError> {
+        let t = now();
+        self.q(|c| {
+            c.prepare_cached(
+                "INSERT INTO items (url, input, line, path, state, seen_run, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            )?
+            .execute(params![url, input, line as i64, path, state.as_str(), self.run, t])?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Marks an existing item as seen in this run's input.
+    pub fn mark_seen(&self, id: i64) -> Result<(), StoreError> {
+        self.q(|c| {
+            c.prepare_cached("UPDATE items SET seen_run = ?1 WHERE id = ?2")?
+                .execute(params![self.run, id])
+                .map(drop)
+        })
+    }
+
+    /// Records the validators of a transfer that has started, so that a later
+    /// run can resume its `.part` file.
+    pub fn started(
+        &self,
+        id: i64,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.q(|c| {
+            c.prepare_cached(
+                "UPDATE items SET etag = ?1, last_modified = ?2, state = 'pending', updated_at = ?3
+                 WHERE id = ?4",
+            )?
+            .execute(params![etag, last_modified, now(), id])
+            .map(drop)
+        })
+    }
+
+    /// Records how an item ended in this run.
+    pub fn finish(&self, id: i64, state: State, f: &Finish) -> Result<(), StoreError> {
+        self.q(|c| {
+            c.prepare_cached(
+                "UPDATE items SET state = ?1, path = COALESCE(?2, path), http_status = ?3,
+                        bytes = ?4, sha256 = ?5, attempts = attempts + ?6, error = ?7,
+                        reason = ?8, permanent = ?9, updated_at = ?10
+                 WHERE id = ?11",
+            )?
+            .execute(params![
+                state.as_str(),
+                f.path,
+                f.http_status,
+                f.bytes as i64,
+                f.sha256,
+                f.attempts,
+                f.error,
+                f.reason,
+                f.permanent,
+                now(),
+                id
+            ])
+            .map(drop)
+        })
+    }
+
+    /// Marks saved items done once their files are synced.
+    pub fn mark_synced(&self, ids: &[i64]) -> Result<(), StoreError> {
+        self.q(|c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE items SET state = 'ok' WHERE id = ?1 AND state = 'saved'",
+            )?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Moves an item to a new path (the server named it).
+    pub fn set_path(&self, id: i64, path: &str) -> Result<(), StoreError> {
+        self.q(|c| {
+            c.prepare_cached("UPDATE items SET path = ?1 WHERE id = ?2")?
+                .execute(params![path, id])
+                .map(drop)
+        })
+    }
+
+    /// Calls `f` for every failed item (URL, input, line), in id order.
+    pub fn each_failed(
+        &self,
+        mut f: impl FnMut(String, String, u64) -> bool,
+    ) -> Result<(), StoreError> {
+        self.q(|c| {
+            let mut stmt =
+                c.prepare("SELECT url, input, line FROM items WHERE state = 'failed' ORDER BY id")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let line: i64 = r.get(2)?;
+                if !f(
+                    r.get(0)?,
+                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    line as u64,
+                ) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `sql` with no parameters, calling `f` on each row (for `status`).
+    pub fn query_each(
+        &self,
+        sql: &str,
+        mut f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), StoreError> {
+        self.q(|c| {
+            let mut stmt = c.prepare(sql)?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                f(r)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.in_tx {
+            let _ = self.conn.execute_batch("COMMIT");
+        }
+    }
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(0)?,
+        state: State::parse(&r.get::<_, String>(1)?),
+        path: r.get(2)?,
+        bytes: r.get::<_, i64>(3)? as u64,
+        sha256: r.get(4)?,
+        etag: r.get(5)?,
+        last_modified: r.get(6)?,
+        permanent: r.get(7)?,
+        error: r.get(8)?,
+        reason: r.get(9)?,
+        http_status: r.get(10)?,
+        attempts: r.get(11)?,
+        seen_run: r.get(12)?,
+    })
+}
+
+/// Makes every file written so far durable, in one call for the whole
+/// batch: `syncfs` on the output directory's file system. One call per batch
+/// instead of an fsync per file (what aria2c does) is what keeps crash
+/// safety cheap for many small files.
+pub fn sync_files(dir: &Path) -> std::io::Result<()> {
+    let d = std::fs::File::open(dir)?;
+    rustix::fs::syncfs(&d)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_survive_reopening_and_runs_count_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.run(), 1);
+        s.begin().unwrap();
+        let id = s
+            .insert("http://h/a", "list", 3, Some("a"), State::Pending)
+            .unwrap();
+        s.started(id, Some("\"e1\""), None).unwrap();
+        s.commit().unwrap();
+        assert!(s.path_taken("a").unwrap());
+        assert!(!s.path_taken("b").unwrap());
+        drop(s);
+
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.run(), 2);
+        let r = s.lookup("http://h/a").unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.etag.as_deref(), r.seen_run),
+            (State::Pending, Some("\"e1\""), 1)
+        );
+        s.finish(
+            r.id,
+            State::Failed,
+            &Finish {
+                attempts: 2,
+                error: Some("HTTP 404".into()),
+                permanent: true,
+                ..Finish::default()
+            },
+        )
+        .unwrap();
+        let r = s.lookup("http://h/a").unwrap().unwrap();
+        assert_eq!((r.state, r.permanent, r.attempts), (State::Failed, true, 2));
+        let mut failed = Vec::new();
+        s.each_failed(|u, i, l| {
+            failed.push((u, i, l));
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            failed,
+            vec![("http://h/a".to_string(), "list".to_string(), 3)]
+        );
+    }
+
+    #[test]
+    fn status_of_a_directory_without_state_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Store::open_existing(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("no job state"), "{err}");
+    }
+}
