@@ -123,6 +123,24 @@ pub struct Args {
     #[arg(long)]
     pub retry_failed: bool,
 
+    /// Accept only these types, checked on the first bytes of the body (magic
+    /// numbers), not only Content-Type: comma-separated, e.g. 'image/*'.
+    #[arg(long, value_name = "TYPES", value_delimiter = ',', value_parser = parse_mime)]
+    pub accept: Vec<crate::check::MimePattern>,
+
+    /// Fail files larger than this (bytes, or with k, M, G), aborting the
+    /// transfer as soon as the limit is passed.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+
+    /// Fail files smaller than this (bytes, or with k, M, G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub min_size: Option<u64>,
+
+    /// Take braces in URLs literally instead of expanding {1..500} and {a,b}.
+    #[arg(long)]
+    pub globoff: bool,
+
     /// Do not sync files to disk before recording them done (faster; a power
     /// cut may then lose files the job state counts as done).
     #[arg(long)]
@@ -156,6 +174,16 @@ pub enum UsageError {
          --retry-failed alone retries the failed items of the job in -o DIR"
     )]
     NoInput,
+}
+
+fn parse_mime(s: &str) -> Result<crate::check::MimePattern, String> {
+    crate::check::MimePattern::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a MIME type pattern such as image/* or image/png"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    crate::check::parse_size(s)
+        .ok_or_else(|| format!("{s:?} is not a size such as 500k, 10M or 2G"))
 }
 
 fn seconds(name: &'static str, v: f64) -> Result<Duration, UsageError> {
@@ -213,6 +241,12 @@ impl Args {
         cfg.overwrite = self.overwrite;
         cfg.retry_failed = self.retry_failed;
         cfg.sync = !self.no_sync;
+        cfg.glob = !self.globoff;
+        cfg.rules = crate::check::Rules {
+            accept: self.accept,
+            max_size: self.max_size,
+            min_size: self.min_size,
+        };
         cfg.quiet = self.quiet;
         cfg.verbose = self.verbose;
         cfg.progress = self.progress;

@@ -136,6 +136,23 @@ pub enum FetchError {
     /// No file name could be made.
     #[error(transparent)]
     Name(#[from] NameError),
+    /// The body is not of an accepted type (`--accept`).
+    #[error("unexpected content: {0}")]
+    Unexpected(String),
+    /// The body is larger than `--max-size`.
+    #[error("larger than --max-size ({limit} bytes)")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The body is smaller than `--min-size`.
+    #[error("smaller than --min-size ({limit} bytes): {size} bytes")]
+    TooSmall {
+        /// The limit.
+        limit: u64,
+        /// The body's size.
+        size: u64,
+    },
     /// The job was interrupted (Ctrl-C) during the transfer.
     #[error("interrupted")]
     Interrupted,
@@ -159,6 +176,9 @@ impl FetchError {
             | Self::Request(_)
             | Self::Disk { .. }
             | Self::Name(_)
+            | Self::Unexpected(_)
+            | Self::TooLarge { .. }
+            | Self::TooSmall { .. }
             | Self::Interrupted => false,
         }
     }
@@ -191,6 +211,9 @@ impl FetchError {
             Self::Request(_) => "bad request".into(),
             Self::Disk { .. } => "disk".into(),
             Self::Name(_) => "bad name".into(),
+            Self::Unexpected(t) => format!("unexpected content: {t}"),
+            Self::TooLarge { .. } => "too large".into(),
+            Self::TooSmall { .. } => "too small".into(),
             Self::Interrupted => "interrupted".into(),
         }
     }
@@ -317,6 +340,8 @@ pub struct Fetcher {
     pub ledger: tokio::sync::mpsc::UnboundedSender<Event>,
     /// Live counters.
     pub progress: Arc<Progress>,
+    /// Content checks.
+    pub rules: crate::check::Rules,
 }
 
 impl Fetcher {
@@ -413,6 +438,11 @@ impl Fetcher {
                 }
             }
             let length = resp.content_length();
+            if let (Some(limit), Some(len)) = (self.rules.max_size, length) {
+                if append_from + len > limit {
+                    return Err(FetchError::TooLarge { limit });
+                }
+            }
             if append_from == 0 {
                 let v = Validators {
                     etag,
@@ -450,6 +480,11 @@ impl Fetcher {
             .transfer(&target.dest.rel, length.map(|l| l + append_from));
         let mut writer = PartWriter::new(target.dest.part_path(), append_from);
         let mut got: u64 = 0;
+        // The first bytes, for the --accept check (a resumed body was
+        // checked when it started).
+        let mut head: Option<Vec<u8>> = (append_from == 0 && !self.rules.accept.is_empty())
+            .then(|| Vec::with_capacity(crate::check::SNIFF_LEN));
+        let content_type = header_str(resp.headers(), reqwest::header::CONTENT_TYPE);
         let failure = loop {
             let chunk = tokio::select! {
                 biased;
@@ -466,6 +501,15 @@ impl Fetcher {
                         }
                     }
                     _ => {
+                        let size = append_from + got;
+                        if let Some(h) = head.take() {
+                            if let Err(found) = self.rules.check_head(&h, content_type.as_deref()) {
+                                break FetchError::Unexpected(found);
+                            }
+                        }
+                        if let Some(limit) = self.rules.min_size.filter(|&m| size < m) {
+                            break FetchError::TooSmall { limit, size };
+                        }
                         let sha256 = writer.finish(target.dest.path.clone()).await?;
                         return Ok(Attempt::Saved(Fetched {
                             http_status: status.as_u16(),
@@ -484,15 +528,34 @@ impl Fetcher {
             if let Some(bar) = &bar {
                 bar.add(n);
             }
+            if let Some(limit) = self.rules.max_size.filter(|&m| append_from + got > m) {
+                break FetchError::TooLarge { limit };
+            }
+            if let Some(h) = &mut head {
+                let take = (crate::check::SNIFF_LEN - h.len()).min(chunk.len());
+                h.extend_from_slice(&chunk[..take]);
+                if h.len() == crate::check::SNIFF_LEN {
+                    let h = head.take().unwrap_or_default();
+                    if let Err(found) = self.rules.check_head(&h, content_type.as_deref()) {
+                        break FetchError::Unexpected(found);
+                    }
+                }
+            }
             if let Err(e) = writer.push(chunk).await {
                 break e;
             }
         };
-        // Keep what arrived, so the next attempt (or run) can resume from it.
-        target.part_len = match writer.park().await {
-            Ok(()) => append_from + got,
-            Err(_) => 0,
-        };
+        if failure.is_transient() || matches!(failure, FetchError::Interrupted) {
+            // Keep what arrived, so the next attempt (or run) can resume.
+            target.part_len = match writer.park().await {
+                Ok(()) => append_from + got,
+                Err(_) => 0,
+            };
+        } else {
+            // Nothing of a rejected body is kept, not even a partial.
+            writer.discard().await;
+            target.part_len = 0;
+        }
         Err(failure)
     }
 
@@ -689,6 +752,19 @@ impl PartWriter {
             self.flush().await?;
         }
         self.settle().await.map(drop)
+    }
+
+    /// Drops what was received and removes the `.part` file.
+    async fn discard(mut self) {
+        self.buf.clear();
+        if let Ok(disk) = self.settle().await {
+            let part = disk.part.clone();
+            let created = disk.file.is_some() || disk.append_from > 0;
+            drop(disk);
+            if created {
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(part)).await;
+            }
+        }
     }
 
     /// Writes what is left, closes the file and renames it into place.

@@ -53,6 +53,10 @@ pub struct Config {
     pub retry_failed: bool,
     /// Group-sync downloaded files before recording them done.
     pub sync: bool,
+    /// Content checks.
+    pub rules: crate::check::Rules,
+    /// Expand URL patterns (`{1..500}`, `{a,b}`) in the input.
+    pub glob: bool,
     /// Progress display.
     pub progress: ProgressMode,
     /// Print each retry and failure as it happens.
@@ -82,6 +86,8 @@ impl Config {
             overwrite: false,
             retry_failed: false,
             sync: true,
+            rules: crate::check::Rules::default(),
+            glob: true,
             progress: ProgressMode::Auto,
             verbose: false,
             quiet: false,
@@ -146,7 +152,7 @@ fn thread_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> JobErr
 
 /// Runs a job to the end, or until `stop` is cancelled.
 pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobError> {
-    let entries = source::open(cfg.inputs.clone())?;
+    let entries = source::open(cfg.inputs.clone(), cfg.glob)?;
     fs_err::create_dir_all(&cfg.output).map_err(thread_error(&cfg.output))?;
     let store = Store::open(&cfg.output)?;
     let recorder = Recorder::create(&cfg.reports)?;
@@ -166,6 +172,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
             client,
             ledger: events_tx,
             progress: progress.clone(),
+            rules: cfg.rules.clone(),
         },
         limits: Limits::new(cfg.jobs, cfg.per_host),
         backoff: cfg.backoff.clone(),

@@ -7,6 +7,7 @@
 //! [`naming`] is the one place paths are built.
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod cli;
 pub mod fetch;
 pub mod job;

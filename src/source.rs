@@ -81,10 +81,15 @@ pub struct Entries {
     inputs: std::vec::IntoIter<Opened>,
     current: Option<Opened>,
     buf: Vec<u8>,
+    glob: bool,
+    /// A URL pattern being expanded, one URL per call.
+    expanding: Option<(crate::template::Expansion, Origin)>,
 }
 
 /// Opens every input now, so that a bad path fails before the job starts.
-pub fn open(specs: Vec<InputSpec>) -> Result<Entries, SourceError> {
+/// With `glob`, URL patterns (`{1..500}`, `{a,b}`) in arguments and lines
+/// are expanded, lazily.
+pub fn open(specs: Vec<InputSpec>, glob: bool) -> Result<Entries, SourceError> {
     let mut opened = Vec::with_capacity(specs.len());
     for spec in specs {
         let (name, reader): (Arc<str>, Reader) = match spec {
@@ -136,6 +141,8 @@ pub fn open(specs: Vec<InputSpec>) -> Result<Entries, SourceError> {
         inputs: opened.into_iter(),
         current: None,
         buf: Vec::with_capacity(512),
+        glob,
+        expanding: None,
     })
 }
 
@@ -143,10 +150,45 @@ impl Iterator for Entries {
     type Item = Entry;
 
     fn next(&mut self) -> Option<Entry> {
+        if let Some((expansion, origin)) = &mut self.expanding {
+            match expansion.next() {
+                Some(url) => {
+                    return Some(Entry {
+                        origin: origin.clone(),
+                        text: Ok(url),
+                    })
+                }
+                None => self.expanding = None,
+            }
+        }
+        let entry = self.next_line()?;
+        match &entry.text {
+            Ok(text) if self.glob && crate::template::has_groups(text) => {
+                match crate::template::expand(text) {
+                    Ok(expansion) => {
+                        self.expanding = Some((expansion, entry.origin));
+                        self.next()
+                    }
+                    Err(e) => Some(Entry {
+                        origin: entry.origin,
+                        text: Err(format!(
+                            "bad URL pattern {text:?}: {e} (--globoff takes braces literally)"
+                        )),
+                    }),
+                }
+            }
+            _ => Some(entry),
+        }
+    }
+}
+
+impl Entries {
+    fn next_line(&mut self) -> Option<Entry> {
         let Self {
             inputs,
             current,
             buf,
+            ..
         } = self;
         loop {
             let input = match current {
@@ -215,10 +257,13 @@ mod tests {
         f.write_all(b"# list\r\nhttp://a/1\r\n\n   \nhttp://a/2\n\xff\xfe\nhttp://a/3")
             .unwrap();
         drop(f);
-        let entries: Vec<Entry> = open(vec![
-            InputSpec::Args(vec!["http://x/0".into()]),
-            InputSpec::File(path.clone()),
-        ])
+        let entries: Vec<Entry> = open(
+            vec![
+                InputSpec::Args(vec!["http://x/0".into()]),
+                InputSpec::File(path.clone()),
+            ],
+            true,
+        )
         .unwrap()
         .collect();
         let got: Vec<(String, u64, Result<String, String>)> = entries
@@ -239,8 +284,40 @@ mod tests {
     }
 
     #[test]
+    fn url_patterns_expand_lazily_and_bad_ones_name_their_line() {
+        let args = vec!["http://h/{1..3}.jpg".into(), "http://h/{x".into()];
+        let got: Vec<(u64, Result<String, String>)> =
+            open(vec![InputSpec::Args(args.clone())], true)
+                .unwrap()
+                .map(|e| (e.origin.line, e.text))
+                .collect();
+        assert_eq!(
+            got[..3],
+            [
+                (1, Ok("http://h/1.jpg".into())),
+                (1, Ok("http://h/2.jpg".into())),
+                (1, Ok("http://h/3.jpg".into())),
+            ]
+        );
+        assert_eq!(got[3].0, 2);
+        assert!(
+            got[3].1.as_ref().unwrap_err().contains("--globoff"),
+            "{got:?}"
+        );
+        let literal: Vec<Entry> = open(vec![InputSpec::Args(args)], false).unwrap().collect();
+        assert_eq!(literal[1].text, Ok("http://h/{x".into()));
+        // A billion URLs cost nothing until they are read.
+        let mut big = open(
+            vec![InputSpec::Args(vec!["http://h/{1..1000000000}".into()])],
+            true,
+        )
+        .unwrap();
+        assert_eq!(big.nth(999).unwrap().text, Ok("http://h/1000".into()));
+    }
+
+    #[test]
     fn missing_file_is_an_error_naming_it() {
-        let err = open(vec![InputSpec::File("/no/such/list.txt".into())])
+        let err = open(vec![InputSpec::File("/no/such/list.txt".into())], true)
             .err()
             .unwrap();
         assert!(err.to_string().contains("/no/such/list.txt"), "{err}");

@@ -27,6 +27,7 @@
 //! | `/redirect-loop/<n>` | 302 to `/redirect-loop/<n+1>` |
 //! | `/html/<any>` | a small `text/html` page |
 //! | `/chunked/<any>?size=N` | content with chunked transfer encoding, no Content-Length |
+//! | `/static/<rel>` | the file `<rel>` under [`Config::static_root`], typed by extension |
 //! | anything else | 404 |
 //!
 //! All "content" responses behave like `/file/` (Range, If-Range,
@@ -94,6 +95,8 @@ pub struct Config {
     pub log_requests: bool,
     /// Port to listen on, on both addresses; 0 (the default) picks a free one.
     pub port: u16,
+    /// Directory served under `/static/` (None: that route is a 404).
+    pub static_root: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             default_size: content::DEFAULT_SIZE,
             log_requests: true,
             port: 0,
+            static_root: None,
         }
     }
 }

@@ -193,8 +193,45 @@ fn route(shared: &Shared, conn: &ConnState, req: &Request<Incoming>) -> Reply {
             HeaderValue::from_static("text/html; charset=utf-8"),
         ),
         ("chunked", Some(_)) => content(&ctx, Options::new().chunked()),
+        ("static", Some(rest)) => static_file(&ctx, rest),
         _ => Reply::not_found(),
     }
+}
+
+/// `/static/<rel>`: a file under [`crate::Config::static_root`], for tests
+/// that need real files (images, JSON). Test-only, so the file is read on
+/// the spot; `..` and anything but plain names are refused.
+fn static_file(ctx: &Ctx<'_>, rest: &str) -> Reply {
+    let Some(root) = &ctx.shared.config.static_root else {
+        return Reply::not_found();
+    };
+    let Ok(rel) = String::from_utf8(percent_decode(rest)) else {
+        return Reply::not_found();
+    };
+    if rel
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == ".." || part.contains('\\'))
+    {
+        return Reply::not_found();
+    }
+    let Ok(bytes) = std::fs::read(root.join(&rel)) else {
+        return Reply::not_found();
+    };
+    let mime = match rel.rsplit('.').next() {
+        Some("gif") => "image/gif",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("json") => "application/json",
+        Some("html") => "text/html; charset=utf-8",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    };
+    let mut reply = Reply::empty(StatusCode::OK);
+    reply
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    reply.body = Kind::Text(Some(Bytes::from(bytes)));
+    reply
 }
 
 /// Split `"a/b/c"` into `("a", Some("b/c"))` and `"a"` into `("a", None)`.
