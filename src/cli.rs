@@ -137,6 +137,17 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub min_size: Option<u64>,
 
+    /// Name files by a template: fields {name} {stem} {ext} {host} {path} {n}
+    /// {row} {col.NAME} {meta.FIELD}, filters {x|upper} {x|lower} {x|slug}
+    /// {x|replace('a','b')}; '/' makes directories.
+    #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
+    pub name: Option<crate::template::Template>,
+
+    /// Fetch a JSON document for each item from this URL template (same
+    /// fields as --name) and expose its fields as {meta.FIELD}.
+    #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
+    pub meta_url: Option<crate::template::Template>,
+
     /// Take braces in URLs literally instead of expanding {1..500} and {a,b}.
     #[arg(long)]
     pub globoff: bool,
@@ -174,6 +185,10 @@ pub enum UsageError {
          --retry-failed alone retries the failed items of the job in -o DIR"
     )]
     NoInput,
+}
+
+fn parse_template(s: &str) -> Result<crate::template::Template, String> {
+    crate::template::Template::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_mime(s: &str) -> Result<crate::check::MimePattern, String> {
@@ -242,6 +257,11 @@ impl Args {
         cfg.retry_failed = self.retry_failed;
         cfg.sync = !self.no_sync;
         cfg.glob = !self.globoff;
+        cfg.namer = match self.name {
+            Some(t) => crate::naming::Namer::template(t),
+            None => crate::naming::Namer::from_urls(),
+        };
+        cfg.meta_url = self.meta_url;
         cfg.rules = crate::check::Rules {
             accept: self.accept,
             max_size: self.max_size,

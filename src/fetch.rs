@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ledger::{Claimed, Event};
 use crate::naming::{self, Dest, NameError};
 use crate::plan::{Item, Validators};
-use crate::report::Progress;
+use crate::report::{Progress, TransferBar};
 use crate::schedule::parse_retry_after;
 
 /// Bytes gathered in memory before they are handed to a disk write.
@@ -153,6 +153,14 @@ pub enum FetchError {
         /// The body's size.
         size: u64,
     },
+    /// The item's metadata document could not be had.
+    #[error("metadata {url}: {source}")]
+    Meta {
+        /// The metadata URL.
+        url: String,
+        /// Why.
+        source: Box<FetchError>,
+    },
     /// The job was interrupted (Ctrl-C) during the transfer.
     #[error("interrupted")]
     Interrupted,
@@ -172,6 +180,7 @@ impl FetchError {
         match self {
             Self::Connect(_) | Self::Timeout(_) | Self::Network(_) | Self::Truncated { .. } => true,
             Self::Status { code, .. } => matches!(code, 408 | 429 | 500..=599),
+            Self::Meta { source, .. } => source.is_transient(),
             Self::Redirect(_)
             | Self::Request(_)
             | Self::Disk { .. }
@@ -187,6 +196,7 @@ impl FetchError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Status { retry_after, .. } => *retry_after,
+            Self::Meta { source, .. } => source.retry_after(),
             _ => None,
         }
     }
@@ -214,6 +224,7 @@ impl FetchError {
             Self::Unexpected(t) => format!("unexpected content: {t}"),
             Self::TooLarge { .. } => "too large".into(),
             Self::TooSmall { .. } => "too small".into(),
+            Self::Meta { source, .. } => format!("metadata: {}", source.reason()),
             Self::Interrupted => "interrupted".into(),
         }
     }
@@ -262,14 +273,21 @@ pub struct Target {
     pub id: i64,
     /// The URL.
     pub url: url::Url,
-    /// Where the file goes; may change once, to the server's suggested name.
-    pub dest: Dest,
+    /// 1-based item number.
+    pub n: u64,
+    /// Input line or row.
+    pub row: u64,
+    /// Where the file goes; `None` until the response names it. May change
+    /// once, to the server's suggested name.
+    pub dest: Option<Dest>,
     /// Whether `dest` is settled (no renaming after `Content-Disposition`).
     pub dest_fixed: bool,
     /// Bytes in the `.part` file that a request may resume from.
     pub part_len: u64,
     /// Validators the partial was fetched under.
     pub validators: Option<Validators>,
+    /// The item's metadata document (`--meta-url`).
+    pub meta: Option<serde_json::Value>,
     /// What happened to the partial, for the report.
     pub note: Option<String>,
 }
@@ -279,11 +297,14 @@ impl Target {
     pub fn new(item: Item) -> Self {
         Self {
             id: item.id,
+            n: item.n,
+            row: item.origin.line,
             url: item.url,
             dest: item.dest,
             dest_fixed: item.dest_fixed,
             part_len: item.part_len,
             validators: item.validators,
+            meta: None,
             note: None,
         }
     }
@@ -342,6 +363,8 @@ pub struct Fetcher {
     pub progress: Arc<Progress>,
     /// Content checks.
     pub rules: crate::check::Rules,
+    /// How files are named.
+    pub namer: crate::naming::Namer,
 }
 
 impl Fetcher {
@@ -421,19 +444,15 @@ impl Fetcher {
                     retry_after,
                 });
             }
-            if !target.dest_fixed {
+            if !target.dest_fixed && !self.namer.is_template() {
                 target.dest_fixed = true;
                 if let Some(name) = header_str(resp.headers(), CONTENT_DISPOSITION)
                     .as_deref()
                     .and_then(naming::name_from_content_disposition)
                 {
-                    match self.claim(target.id, name).await? {
-                        Claimed::Dest(dest) => target.dest = dest,
-                        Claimed::Exists(dest) => {
-                            target.dest = dest;
-                            drain(resp).await;
-                            return Ok(Attempt::Exists(status.as_u16()));
-                        }
+                    if let Some(skip) = self.claim(target, vec![name], status).await? {
+                        drain(resp).await;
+                        return Ok(skip);
                     }
                 }
             }
@@ -466,6 +485,11 @@ impl Fetcher {
     }
 
     /// Streams the body of an accepted response into place.
+    ///
+    /// The first bytes are held back (never more than [`crate::check::SNIFF_LEN`])
+    /// when they decide something: the `--accept` check, and the name when
+    /// it depends on the detected type. Nothing is written before that, so a
+    /// rejected body leaves no file at all.
     async fn body(
         &self,
         target: &mut Target,
@@ -475,16 +499,13 @@ impl Fetcher {
         length: Option<u64>,
         stop: &CancellationToken,
     ) -> Result<Attempt, FetchError> {
-        let bar = self
-            .progress
-            .transfer(&target.dest.rel, length.map(|l| l + append_from));
-        let mut writer = PartWriter::new(target.dest.part_path(), append_from);
-        let mut got: u64 = 0;
-        // The first bytes, for the --accept check (a resumed body was
-        // checked when it started).
-        let mut head: Option<Vec<u8>> = (append_from == 0 && !self.rules.accept.is_empty())
-            .then(|| Vec::with_capacity(crate::check::SNIFF_LEN));
         let content_type = header_str(resp.headers(), reqwest::header::CONTENT_TYPE);
+        let hold = append_from == 0 && (!self.rules.accept.is_empty() || target.dest.is_none());
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut held_len = 0;
+        let mut writer: Option<PartWriter> = None;
+        let mut bar = None;
+        let mut got: u64 = 0;
         let failure = loop {
             let chunk = tokio::select! {
                 biased;
@@ -492,58 +513,92 @@ impl Fetcher {
                 c = resp.chunk() => c,
             };
             let chunk = match chunk {
-                Ok(Some(c)) => c,
-                Ok(None) => match length {
-                    Some(expected) if got < expected => {
-                        break FetchError::Truncated {
-                            got: append_from + got,
-                            expected: append_from + expected,
-                        }
-                    }
-                    _ => {
-                        let size = append_from + got;
-                        if let Some(h) = head.take() {
-                            if let Err(found) = self.rules.check_head(&h, content_type.as_deref()) {
-                                break FetchError::Unexpected(found);
-                            }
-                        }
-                        if let Some(limit) = self.rules.min_size.filter(|&m| size < m) {
-                            break FetchError::TooSmall { limit, size };
-                        }
-                        let sha256 = writer.finish(target.dest.path.clone()).await?;
-                        return Ok(Attempt::Saved(Fetched {
-                            http_status: status.as_u16(),
-                            bytes: append_from + got,
-                            sha256,
-                        }));
-                    }
-                },
+                Ok(c) => c,
                 Err(e) => break FetchError::from_reqwest(e),
             };
-            let n = chunk.len() as u64;
-            got += n;
-            self.progress
-                .bytes
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            if let Some(bar) = &bar {
-                bar.add(n);
-            }
-            if let Some(limit) = self.rules.max_size.filter(|&m| append_from + got > m) {
-                break FetchError::TooLarge { limit };
-            }
-            if let Some(h) = &mut head {
-                let take = (crate::check::SNIFF_LEN - h.len()).min(chunk.len());
-                h.extend_from_slice(&chunk[..take]);
-                if h.len() == crate::check::SNIFF_LEN {
-                    let h = head.take().unwrap_or_default();
-                    if let Err(found) = self.rules.check_head(&h, content_type.as_deref()) {
-                        break FetchError::Unexpected(found);
+            let done = chunk.is_none();
+            if let Some(chunk) = chunk {
+                let n = chunk.len() as u64;
+                got += n;
+                self.progress
+                    .bytes
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                if let Some(bar) = &bar {
+                    TransferBar::add(bar, n);
+                }
+                if let Some(limit) = self.rules.max_size.filter(|&m| append_from + got > m) {
+                    break FetchError::TooLarge { limit };
+                }
+                match &mut writer {
+                    Some(w) => {
+                        if let Err(e) = w.push(chunk).await {
+                            break e;
+                        }
+                        continue;
+                    }
+                    None => {
+                        held_len += chunk.len();
+                        held.push(chunk);
                     }
                 }
             }
-            if let Err(e) = writer.push(chunk).await {
-                break e;
+            if writer.is_none() && (done || !hold || held_len >= crate::check::SNIFF_LEN) {
+                if hold {
+                    let head = concat_head(&held);
+                    match self
+                        .settle_head(target, &head, content_type.as_deref(), status)
+                        .await
+                    {
+                        Ok(None) => {}
+                        Ok(Some(skip)) => return Ok(skip),
+                        Err(e) => break e,
+                    }
+                }
+                let Some(dest) = &target.dest else {
+                    break FetchError::Name(NameError::Empty(String::new()));
+                };
+                bar = self
+                    .progress
+                    .transfer(&dest.rel, length.map(|l| l + append_from));
+                let mut w = PartWriter::new(dest.part_path(), append_from);
+                let mut pushed = Ok(());
+                for c in held.drain(..) {
+                    pushed = w.push(c).await;
+                    if pushed.is_err() {
+                        break;
+                    }
+                }
+                writer = Some(w);
+                if let Err(e) = pushed {
+                    break e;
+                }
             }
+            if done {
+                if let Some(expected) = length.filter(|&e| got < e) {
+                    break FetchError::Truncated {
+                        got: append_from + got,
+                        expected: append_from + expected,
+                    };
+                }
+                let size = append_from + got;
+                if let Some(limit) = self.rules.min_size.filter(|&m| size < m) {
+                    break FetchError::TooSmall { limit, size };
+                }
+                let (Some(w), Some(dest)) = (writer.take(), &target.dest) else {
+                    break FetchError::Name(NameError::Empty(String::new()));
+                };
+                let sha256 = w.finish(dest.path.clone()).await?;
+                return Ok(Attempt::Saved(Fetched {
+                    http_status: status.as_u16(),
+                    bytes: size,
+                    sha256,
+                }));
+            }
+        };
+        let Some(writer) = writer else {
+            // Nothing was written: a resumable prefix stays as it was.
+            target.part_len = append_from;
+            return Err(failure);
         };
         if failure.is_transient() || matches!(failure, FetchError::Interrupted) {
             // Keep what arrived, so the next attempt (or run) can resume.
@@ -559,14 +614,126 @@ impl Fetcher {
         Err(failure)
     }
 
-    async fn claim(&self, id: i64, name: String) -> Result<Claimed, FetchError> {
+    /// Checks the first bytes and, when the name depends on them, names the
+    /// file. `Some` is an outcome that ends the attempt (the name is taken
+    /// by a file that was there before the job).
+    async fn settle_head(
+        &self,
+        target: &mut Target,
+        head: &[u8],
+        content_type: Option<&str>,
+        status: StatusCode,
+    ) -> Result<Option<Attempt>, FetchError> {
+        self.rules
+            .check_head(head, content_type)
+            .map_err(FetchError::Unexpected)?;
+        if target.dest.is_some() {
+            return Ok(None);
+        }
+        let detected = crate::check::sniff(head)
+            .or(content_type)
+            .and_then(crate::check::extension_for);
+        let fields = crate::naming::ItemFields {
+            url: &target.url,
+            n: target.n,
+            row: target.row,
+            cols: None,
+            meta: target.meta.as_ref(),
+            detected_ext: detected,
+        };
+        let parts = self.namer.components(&fields)?;
+        target.dest_fixed = true;
+        self.claim(target, parts, status).await
+    }
+
+    /// Fetches the item's metadata document (`--meta-url`).
+    pub async fn meta(
+        &self,
+        url: &url::Url,
+        stop: &CancellationToken,
+    ) -> Result<serde_json::Value, FetchError> {
+        let wrap = |e: FetchError| FetchError::Meta {
+            url: url.to_string(),
+            source: Box::new(e),
+        };
+        let resp = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Err(FetchError::Interrupted),
+            r = self.client.get(url.clone()).send() => r.map_err(|e| wrap(FetchError::from_reqwest(e)))?,
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            let retry_after = header_str(resp.headers(), RETRY_AFTER)
+                .and_then(|v| parse_retry_after(&v, SystemTime::now()));
+            drain(resp).await;
+            return Err(wrap(FetchError::Status {
+                code: status.as_u16(),
+                retry_after,
+            }));
+        }
+        let mut resp = resp;
+        let mut body = Vec::new();
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Err(FetchError::Interrupted),
+                c = resp.chunk() => c.map_err(|e| wrap(FetchError::from_reqwest(e)))?,
+            };
+            let Some(chunk) = chunk else { break };
+            body.extend_from_slice(&chunk);
+            if body.len() > META_LIMIT {
+                return Err(wrap(FetchError::TooLarge {
+                    limit: META_LIMIT as u64,
+                }));
+            }
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| wrap(FetchError::Unexpected(format!("not a JSON document ({e})"))))
+    }
+
+    /// Claims a name (raw components) for the item through the ledger.
+    async fn claim(
+        &self,
+        target: &mut Target,
+        components: Vec<String>,
+        status: StatusCode,
+    ) -> Result<Option<Attempt>, FetchError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let gone = || FetchError::Request("the job is shutting down".into());
         self.ledger
-            .send(Event::Claim { id, name, reply })
+            .send(Event::Claim {
+                id: target.id,
+                components,
+                reply,
+            })
             .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?.map_err(FetchError::Name)
+        match answer.await.map_err(|_| gone())?? {
+            Claimed::Dest(dest) => {
+                target.dest = Some(dest);
+                Ok(None)
+            }
+            Claimed::Exists(dest) => {
+                target.dest = Some(dest);
+                Ok(Some(Attempt::Exists(status.as_u16())))
+            }
+        }
     }
+}
+
+/// Largest metadata document read.
+const META_LIMIT: usize = 4 << 20;
+
+/// The first bytes of a held-back body, for sniffing.
+fn concat_head(held: &[Bytes]) -> Vec<u8> {
+    let mut head = Vec::with_capacity(crate::check::SNIFF_LEN);
+    for c in held {
+        let take = (crate::check::SNIFF_LEN - head.len()).min(c.len());
+        head.extend_from_slice(&c[..take]);
+        if head.len() == crate::check::SNIFF_LEN {
+            break;
+        }
+    }
+    head
 }
 
 /// Transfers at least this large record their validators in the store as
@@ -614,7 +781,7 @@ impl Disk {
             let f = if self.append_from > 0 {
                 self.reopen()
             } else {
-                std::fs::File::create(&self.part)
+                create_with_parents(&self.part)
             };
             let f = f.map_err(|source| FetchError::Disk {
                 path: self.part.clone(),
@@ -643,6 +810,19 @@ impl Disk {
             path: self.part.clone(),
             source,
         })
+    }
+}
+
+/// Creates `path`, and its directories when a name template asked for them.
+fn create_with_parents(path: &std::path::Path) -> io::Result<std::fs::File> {
+    match std::fs::File::create(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(path)
+        }
+        other => other,
     }
 }
 

@@ -57,6 +57,10 @@ pub struct Config {
     pub rules: crate::check::Rules,
     /// Expand URL patterns (`{1..500}`, `{a,b}`) in the input.
     pub glob: bool,
+    /// How files are named.
+    pub namer: crate::naming::Namer,
+    /// Where each item's metadata document is (`--meta-url`).
+    pub meta_url: Option<crate::template::Template>,
     /// Progress display.
     pub progress: ProgressMode,
     /// Print each retry and failure as it happens.
@@ -88,6 +92,8 @@ impl Config {
             sync: true,
             rules: crate::check::Rules::default(),
             glob: true,
+            namer: crate::naming::Namer::from_urls(),
+            meta_url: None,
             progress: ProgressMode::Auto,
             verbose: false,
             quiet: false,
@@ -136,6 +142,7 @@ pub struct Finished {
 
 struct Shared {
     fetcher: Fetcher,
+    meta_url: Option<crate::template::Template>,
     limits: Limits,
     backoff: Backoff,
     retries: u32,
@@ -173,7 +180,9 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
             ledger: events_tx,
             progress: progress.clone(),
             rules: cfg.rules.clone(),
+            namer: cfg.namer.clone(),
         },
+        meta_url: cfg.meta_url.clone(),
         limits: Limits::new(cfg.jobs, cfg.per_host),
         backoff: cfg.backoff.clone(),
         retries: cfg.retries,
@@ -201,7 +210,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     let (item_tx, mut item_rx) = mpsc::channel::<Item>(1024);
     let ledger = Ledger::new(
         store,
-        Planner::new(out, cfg.overwrite, cfg.retry_failed),
+        Planner::new(out, cfg.namer.clone(), cfg.overwrite, cfg.retry_failed),
         recorder,
         progress.clone(),
         cfg.sync,
@@ -268,6 +277,15 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     })
 }
 
+/// Fails an item before any request, for a reason of its own.
+fn fail_early(mut out: Outcome, started: Instant, error: String) -> Outcome {
+    out.reason = Some("bad template".into());
+    out.error = Some(error);
+    out.permanent = true;
+    out.elapsed_ms = started.elapsed().as_millis() as u64;
+    out
+}
+
 /// Takes one item through its attempts: wait for a slot, fetch, and on a
 /// transient failure release the slot, back off and go again.
 async fn drive(sh: &Shared, item: Item) -> Outcome {
@@ -276,6 +294,33 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
     out.id = Some(item.id);
     let host = item.host.clone();
     let mut target = Target::new(item);
+    let meta_url = match &sh.meta_url {
+        None => None,
+        Some(t) => {
+            let fields = crate::naming::ItemFields {
+                url: &target.url,
+                n: target.n,
+                row: target.row,
+                cols: None,
+                meta: None,
+                detected_ext: None,
+            };
+            match t
+                .render(&fields)
+                .map(|u| url::Url::parse(&u).map_err(|e| (u, e)))
+            {
+                Ok(Ok(u)) => Some(u),
+                Ok(Err((u, e))) => {
+                    return fail_early(
+                        out,
+                        started,
+                        format!("--meta-url: {u:?} is not a URL ({e})"),
+                    )
+                }
+                Err(e) => return fail_early(out, started, format!("--meta-url: {e}")),
+            }
+        }
+    };
     let mut attempts = 0;
     let result = loop {
         let permit = tokio::select! {
@@ -284,7 +329,19 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
             p = sh.limits.acquire(&host) => p,
         };
         attempts += 1;
-        let result = sh.fetcher.attempt(&mut target, &sh.stop).await;
+        let result = match (&meta_url, &target.meta) {
+            (Some(u), None) => match sh.fetcher.meta(u, &sh.stop).await {
+                Ok(meta) => {
+                    target.meta = Some(meta);
+                    // Straight on to the file, without a backoff.
+                    attempts -= 1;
+                    drop(permit);
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+            _ => sh.fetcher.attempt(&mut target, &sh.stop).await,
+        };
         drop(permit);
         match result {
             Err(e) if e.is_transient() && attempts <= sh.retries => {
@@ -308,8 +365,9 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
         }
     };
     out.attempts = attempts;
-    out.path = Some(target.dest.rel.clone());
+    out.path = target.dest.as_ref().map(|d| d.rel.clone());
     out.note = target.note.take();
+    out.meta = target.meta.take();
     match result {
         Ok(Attempt::Saved(f)) => {
             out.status = Status::Ok;
@@ -339,9 +397,13 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
                     .progress
                     .println(&format!("failed: {}: {e}{retried}", target.url));
             }
-            if out.permanent && target.part_len > 0 {
+            if let Some(dest) = target
+                .dest
+                .as_ref()
+                .filter(|_| out.permanent && target.part_len > 0)
+            {
                 // A partial that will not be resumed is only litter.
-                let part = target.dest.part_path();
+                let part = dest.part_path();
                 let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(part)).await;
             }
         }

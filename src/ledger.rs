@@ -43,12 +43,13 @@ pub enum Event {
         /// Its validators.
         validators: Validators,
     },
-    /// The server named the file: claim a free name for it.
+    /// The response named the file (`Content-Disposition`, or a `--name`
+    /// that needed it): claim a free path for it.
     Claim {
         /// Item.
         id: i64,
-        /// The name the server gave (unsanitized).
-        name: String,
+        /// Raw path components (directories, then the file name).
+        components: Vec<String>,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Claimed, NameError>>,
     },
@@ -228,8 +229,8 @@ impl Ledger {
 
     fn plan(&mut self, entry: Entry, ahead: &mut VecDeque<Item>) -> Result<(), LedgerError> {
         self.store.begin()?;
-        self.progress.seen.fetch_add(1, Relaxed);
-        match self.planner.plan(&self.store, entry)? {
+        let n = self.progress.seen.fetch_add(1, Relaxed) + 1;
+        match self.planner.plan(&self.store, entry, n)? {
             Planned::Fetch(item) => ahead.push_back(item),
             Planned::Settled(o) => self.record(o)?,
         }
@@ -246,8 +247,12 @@ impl Ledger {
                     validators.last_modified.as_deref(),
                 )?;
             }
-            Event::Claim { id, name, reply } => {
-                let answer = match self.planner.claim(&self.store, &name)? {
+            Event::Claim {
+                id,
+                components,
+                reply,
+            } => {
+                let answer = match self.planner.claim(&self.store, &components)? {
                     Ok(dest) => {
                         self.store.set_path(id, &dest.rel)?;
                         if !self.overwrite && dest.path.symlink_metadata().is_ok() {

@@ -11,6 +11,7 @@
 //! are recorded in the job's store, in input order, so the outcome is the
 //! same on every run of the same input.
 
+use std::borrow::Cow;
 use std::path::{Component, Path, PathBuf};
 
 use percent_encoding::percent_decode_str;
@@ -36,6 +37,9 @@ pub enum NameError {
     /// already have made this impossible).
     #[error("path {0:?} would leave the output directory")]
     Escapes(String),
+    /// `--name` could not be rendered for this item.
+    #[error("--name: {0}")]
+    Template(#[from] crate::template::RenderError),
 }
 
 /// The output directory and the one function that builds paths inside it.
@@ -175,6 +179,131 @@ pub fn name_from_content_disposition(value: &str) -> Option<String> {
     Some(last).filter(|s| !s.trim().is_empty())
 }
 
+/// The values `--name` (and `--url`, `--meta-url`) templates can use for one
+/// item: `{name}` `{stem}` `{ext}` `{host}` `{path}` `{n}` `{row}`,
+/// `{col.NAME}` (a field of the input row) and `{meta.FIELD}` (a field of the
+/// item's metadata document).
+pub struct ItemFields<'a> {
+    /// The item's URL.
+    pub url: &'a Url,
+    /// 1-based item number, in input order.
+    pub n: u64,
+    /// Input line or row.
+    pub row: u64,
+    /// The input row's fields, for `{col.NAME}`.
+    pub cols: Option<&'a (dyn crate::template::Fields + Sync)>,
+    /// The metadata document, for `{meta.FIELD}` (dotted paths).
+    pub meta: Option<&'a serde_json::Value>,
+    /// Extension of the detected content type, for `{ext}` when the URL has
+    /// none.
+    pub detected_ext: Option<&'a str>,
+}
+
+/// A JSON value as template text: strings as they are, other scalars as
+/// JSON, null as missing.
+pub fn json_field<'v>(root: &'v serde_json::Value, path: &str) -> Option<Cow<'v, str>> {
+    let mut v = root;
+    for key in path.split('.') {
+        v = match v {
+            serde_json::Value::Object(m) => m.get(key)?,
+            serde_json::Value::Array(a) => a.get(key.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
+        other => Some(Cow::Owned(other.to_string())),
+    }
+}
+
+impl crate::template::Fields for ItemFields<'_> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        if let Some(col) = name.strip_prefix("col.") {
+            return self.cols?.get(col);
+        }
+        if let Some(field) = name.strip_prefix("meta.") {
+            return json_field(self.meta?, field);
+        }
+        let file = name_from_url(self.url);
+        let (stem, ext) = split_ext(&file);
+        Some(match name {
+            "name" => Cow::Owned(file.clone()),
+            "stem" => Cow::Owned(stem.to_string()),
+            "ext" => match ext.strip_prefix('.') {
+                Some(e) => Cow::Owned(e.to_string()),
+                None => Cow::Owned(self.detected_ext.unwrap_or("").to_string()),
+            },
+            "host" => Cow::Owned(self.url.host_str().unwrap_or("").to_string()),
+            "path" => {
+                let path = self.url.path();
+                let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+                Cow::Owned(
+                    percent_decode_str(dir.trim_start_matches('/'))
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                )
+            }
+            "n" => Cow::Owned(self.n.to_string()),
+            "row" => Cow::Owned(self.row.to_string()),
+            _ => return None,
+        })
+    }
+}
+
+/// How files are named: the URL's last segment (and the server's
+/// `Content-Disposition`), or a `--name` template.
+#[derive(Debug, Clone, Default)]
+pub struct Namer {
+    template: Option<crate::template::Template>,
+}
+
+impl Namer {
+    /// Names from URLs.
+    pub fn from_urls() -> Self {
+        Self::default()
+    }
+
+    /// Names from a `--name` template.
+    pub fn template(t: crate::template::Template) -> Self {
+        Self { template: Some(t) }
+    }
+
+    /// Whether a `--name` template is in use (the server's
+    /// `Content-Disposition` is then not used).
+    pub fn is_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// Whether the name can be made before the response arrives: not when it
+    /// needs metadata, or an extension the URL does not have.
+    pub fn at_plan_time(&self, url: &Url) -> bool {
+        let Some(t) = &self.template else {
+            return true;
+        };
+        let mut fields = t.fields();
+        let no_ext = || !split_ext(&name_from_url(url)).1.starts_with('.');
+        !fields.any(|f| f.starts_with("meta.") || (f == "ext" && no_ext()))
+    }
+
+    /// The raw path components for an item; sanitized by [`OutputDir::resolve`].
+    pub fn components(&self, fields: &ItemFields<'_>) -> Result<Vec<String>, NameError> {
+        match &self.template {
+            None => Ok(vec![name_from_url(fields.url)]),
+            Some(t) => {
+                let rendered = t.render(fields)?;
+                Ok(rendered
+                    .split(['/', '\\'])
+                    // `.` and `..` name no directory of their own: drop them
+                    // rather than fail the item.
+                    .filter(|p| !p.trim().chars().all(|c| c == '.'))
+                    .map(str::to_string)
+                    .collect())
+            }
+        }
+    }
+}
+
 /// The names tried, in order, for a file called `name` when earlier ones are
 /// taken: `name`, then `stem-1.ext`, `stem-2.ext`, …
 pub fn candidates(name: &str) -> impl Iterator<Item = String> + '_ {
@@ -267,6 +396,49 @@ mod tests {
         let name = sanitize_component(&long).unwrap();
         assert!(name.len() <= MAX_NAME);
         assert!(name.ends_with(".jpg"));
+    }
+
+    #[test]
+    fn item_fields_for_templates() {
+        use crate::template::{Fields, Template};
+        let u = url("http://img.test/a/b%20c/photo.JPG?x=1");
+        let meta = serde_json::json!({"country": "United States", "n": {"k": 3}});
+        let cols = std::collections::HashMap::from([("cc", "us")]);
+        let f = ItemFields {
+            url: &u,
+            n: 7,
+            row: 12,
+            cols: Some(&cols),
+            meta: Some(&meta),
+            detected_ext: Some("png"),
+        };
+        let get = |k: &str| f.get(k).map(|v| v.into_owned());
+        assert_eq!(get("name").as_deref(), Some("photo.JPG"));
+        assert_eq!(get("stem").as_deref(), Some("photo"));
+        assert_eq!(get("ext").as_deref(), Some("JPG"));
+        assert_eq!(get("host").as_deref(), Some("img.test"));
+        assert_eq!(get("path").as_deref(), Some("a/b c"));
+        assert_eq!(get("col.cc").as_deref(), Some("us"));
+        assert_eq!(get("meta.n.k").as_deref(), Some("3"));
+        assert_eq!(get("col.missing"), None);
+        let t = Template::parse(r#"{col.cc|upper}-{meta.country|replace(" ","_")}.{ext|lower}"#)
+            .unwrap();
+        let namer = Namer::template(t);
+        assert_eq!(namer.components(&f).unwrap(), ["US-United_States.jpg"]);
+        assert!(!namer.at_plan_time(&u), "needs metadata");
+        let noext = url("http://img.test/blob");
+        let f = ItemFields {
+            url: &noext,
+            detected_ext: Some("png"),
+            cols: None,
+            meta: None,
+            n: 1,
+            row: 1,
+        };
+        let namer = Namer::template(Template::parse("{host}/{stem}.{ext}").unwrap());
+        assert_eq!(namer.components(&f).unwrap(), ["img.test", "blob.png"]);
+        assert!(!namer.at_plan_time(&noext), "needs the detected type");
+        assert!(namer.at_plan_time(&u));
     }
 
     proptest! {

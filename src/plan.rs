@@ -9,7 +9,7 @@
 
 use url::Url;
 
-use crate::naming::{self, Dest, NameError, OutputDir};
+use crate::naming::{self, Dest, ItemFields, NameError, Namer, OutputDir};
 use crate::report::{Outcome, Status};
 use crate::source::{Entry, Origin};
 use crate::store::{Row, State, Store, StoreError};
@@ -42,8 +42,12 @@ pub struct Item {
     pub url: Url,
     /// Where it was read.
     pub origin: Origin,
-    /// Where it goes.
-    pub dest: Dest,
+    /// 1-based item number, in input order.
+    pub n: u64,
+    /// Where it goes; `None` until the response arrives when the name
+    /// depends on it (`--name` with `{meta.…}`, or `{ext}` of a URL without
+    /// one).
+    pub dest: Option<Dest>,
     /// Whether `dest` is settled (a re-run keeps the name the item got
     /// before, even if the server named it then).
     pub dest_fixed: bool,
@@ -69,6 +73,7 @@ pub enum Planned {
 #[derive(Debug, Clone)]
 pub struct Planner {
     out: OutputDir,
+    namer: Namer,
     overwrite: bool,
     retry_failed: bool,
 }
@@ -110,9 +115,10 @@ fn file_matches(dest: &Dest, bytes: u64, sha256: Option<&str>) -> bool {
 
 impl Planner {
     /// A planner writing into `out`.
-    pub fn new(out: OutputDir, overwrite: bool, retry_failed: bool) -> Self {
+    pub fn new(out: OutputDir, namer: Namer, overwrite: bool, retry_failed: bool) -> Self {
         Self {
             out,
+            namer,
             overwrite,
             retry_failed,
         }
@@ -123,8 +129,9 @@ impl Planner {
         &self.out
     }
 
-    /// Plans one entry, recording new items in `store`.
-    pub fn plan(&self, store: &Store, entry: Entry) -> Result<Planned, StoreError> {
+    /// Plans entry number `n` (1-based, input order), recording new items
+    /// in `store`.
+    pub fn plan(&self, store: &Store, entry: Entry, n: u64) -> Result<Planned, StoreError> {
         let origin = entry.origin;
         let text = match entry.text {
             Ok(t) => t,
@@ -146,9 +153,20 @@ impl Planner {
         };
         let host = format!("{host}:{}", url.port_or_known_default().unwrap_or(0));
         url.set_fragment(None);
-        match store.lookup(url.as_str())? {
+        let item = Item {
+            id: 0,
+            url,
+            origin,
+            n,
+            dest: None,
+            dest_fixed: false,
+            host,
+            part_len: 0,
+            validators: None,
+        };
+        match store.lookup(item.url.as_str())? {
             Some(row) if row.seen_run == store.run() => {
-                let mut o = Outcome::new(url.into(), &origin, Status::Skipped);
+                let mut o = Outcome::new(item.url.into(), &item.origin, Status::Skipped);
                 o.reason = Some("duplicate".into());
                 o.id = Some(row.id);
                 o.recorded = true;
@@ -156,80 +174,80 @@ impl Planner {
             }
             Some(row) => {
                 store.mark_seen(row.id)?;
-                self.replan(store, row, url, origin, host)
+                self.replan(store, row, item)
             }
-            None => self.plan_new(store, url, origin, host),
+            None => {
+                let id = store.insert(
+                    item.url.as_str(),
+                    &item.origin.input,
+                    item.origin.line,
+                    None,
+                    State::Pending,
+                )?;
+                self.plan_fresh(store, Item { id, ..item })
+            }
         }
     }
 
-    fn plan_new(
+    /// Names an item that has no name yet (a new one, or one whose name is
+    /// made from the response) and decides whether to fetch it.
+    fn plan_fresh(&self, store: &Store, mut item: Item) -> Result<Planned, StoreError> {
+        let settled = |item: Item, status: Status, reason: &str| {
+            let mut o = Outcome::new(item.url.into(), &item.origin, status);
+            o.id = Some(item.id);
+            o.path = item.dest.map(|d| d.rel);
+            o.reason = Some(reason.to_string());
+            o
+        };
+        if self.namer.at_plan_time(&item.url) {
+            let fields = ItemFields {
+                url: &item.url,
+                n: item.n,
+                row: item.origin.line,
+                cols: None,
+                meta: None,
+                detected_ext: None,
+            };
+            let dest = match self.namer.components(&fields) {
+                Ok(parts) => self.claim(store, &parts)?,
+                Err(e) => Err(e),
+            };
+            match dest {
+                Ok(dest) => {
+                    store.set_path(item.id, &dest.rel)?;
+                    item.dest = Some(dest);
+                }
+                Err(e) => {
+                    let mut o = settled(item, Status::Failed, "bad name");
+                    o.error = Some(format!("{}:{}: {e}", o.input, o.line));
+                    o.permanent = true;
+                    return Ok(Planned::Settled(o));
+                }
+            }
+        }
+        if !self.overwrite && item.dest.as_ref().is_some_and(exists) {
+            return Ok(Planned::Settled(settled(item, Status::Skipped, "exists")));
+        }
+        Ok(Planned::Fetch(item))
+    }
+
+    /// Claims the first free path for raw `components` (directories, then
+    /// the file name): the name gets `-1`, `-2`… until the path is free.
+    pub fn claim(
         &self,
         store: &Store,
-        url: Url,
-        origin: Origin,
-        host: String,
-    ) -> Result<Planned, StoreError> {
-        let raw = naming::name_from_url(&url);
-        let dest = match self.claim(store, &raw)? {
-            Ok(d) => d,
-            Err(e) => {
-                let id = store.insert(
-                    url.as_str(),
-                    &origin.input,
-                    origin.line,
-                    None,
-                    State::Failed,
-                )?;
-                let Planned::Settled(mut o) =
-                    failed(url.into(), &origin, "bad name", e.to_string())
-                else {
-                    unreachable!()
-                };
-                o.id = Some(id);
-                return Ok(Planned::Settled(o));
-            }
+        components: &[String],
+    ) -> Result<Result<Dest, NameError>, StoreError> {
+        let Some((raw, dirs)) = components.split_last() else {
+            return Ok(Err(NameError::Empty(String::new())));
         };
-        if !self.overwrite && exists(&dest) {
-            let id = store.insert(
-                url.as_str(),
-                &origin.input,
-                origin.line,
-                Some(&dest.rel),
-                State::Skipped,
-            )?;
-            let mut o = Outcome::new(url.into(), &origin, Status::Skipped);
-            o.id = Some(id);
-            o.recorded = true;
-            o.path = Some(dest.rel);
-            o.reason = Some("exists".into());
-            return Ok(Planned::Settled(o));
-        }
-        let id = store.insert(
-            url.as_str(),
-            &origin.input,
-            origin.line,
-            Some(&dest.rel),
-            State::Pending,
-        )?;
-        Ok(Planned::Fetch(Item {
-            id,
-            url,
-            origin,
-            dest,
-            dest_fixed: false,
-            host,
-            part_len: 0,
-            validators: None,
-        }))
-    }
-
-    /// Claims the first free name for `raw` (unsanitized).
-    pub fn claim(&self, store: &Store, raw: &str) -> Result<Result<Dest, NameError>, StoreError> {
         let Some(name) = naming::sanitize_component(raw) else {
             return Ok(Err(NameError::Empty(raw.to_string())));
         };
         for candidate in naming::candidates(&name) {
-            let dest = match self.out.resolve(&[candidate.as_str()]) {
+            let mut parts: Vec<&str> = dirs.iter().map(String::as_str).collect();
+            parts.push(&candidate);
+            let dest = match self.out.resolve(&parts) {
                 Ok(d) => d,
                 Err(e) => return Ok(Err(e)),
             };
@@ -241,25 +259,19 @@ impl Planner {
     }
 
     /// What a re-run does with an item recorded by an earlier run.
-    fn replan(
-        &self,
-        store: &Store,
-        row: Row,
-        url: Url,
-        origin: Origin,
-        host: String,
-    ) -> Result<Planned, StoreError> {
+    fn replan(&self, store: &Store, row: Row, item: Item) -> Result<Planned, StoreError> {
+        let item = Item { id: row.id, ..item };
         let dest = row.path.as_deref().map(|p| {
             let parts: Vec<&str> = p.split('/').collect();
             self.out.resolve(&parts)
         });
         let dest = match dest {
             Some(Ok(d)) => d,
-            // No usable name was ever found: plan it as new.
-            _ => return self.plan_again_without_name(store, &row, url, origin, host),
+            // Never named (or the name is no longer usable): name it afresh.
+            _ => return self.plan_fresh(store, item),
         };
         let settled = |status: Status, reason: &str| {
-            let mut o = Outcome::new(url.to_string(), &origin, status);
+            let mut o = Outcome::new(item.url.to_string(), &item.origin, status);
             o.id = Some(row.id);
             o.recorded = true;
             o.path = Some(dest.rel.clone());
@@ -320,50 +332,12 @@ impl Planner {
         };
         let validators = (validators.if_range().is_some()).then_some(validators);
         Ok(Planned::Fetch(Item {
-            id: row.id,
-            url,
-            origin,
-            dest,
+            dest: Some(dest),
             dest_fixed: true,
-            host,
             part_len,
             validators,
+            ..item
         }))
-    }
-
-    fn plan_again_without_name(
-        &self,
-        store: &Store,
-        row: &Row,
-        url: Url,
-        origin: Origin,
-        host: String,
-    ) -> Result<Planned, StoreError> {
-        let raw = naming::name_from_url(&url);
-        match self.claim(store, &raw)? {
-            Ok(dest) => {
-                store.set_path(row.id, &dest.rel)?;
-                Ok(Planned::Fetch(Item {
-                    id: row.id,
-                    url,
-                    origin,
-                    dest,
-                    dest_fixed: false,
-                    host,
-                    part_len: 0,
-                    validators: None,
-                }))
-            }
-            Err(e) => {
-                let Planned::Settled(mut o) =
-                    failed(url.into(), &origin, "bad name", e.to_string())
-                else {
-                    unreachable!()
-                };
-                o.id = Some(row.id);
-                Ok(Planned::Settled(o))
-            }
-        }
     }
 }
 
@@ -392,11 +366,11 @@ mod tests {
     fn bad_urls_name_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let p = Planner::new(OutputDir::new(dir.path()), false, false);
-        let o = outcome(p.plan(&store, entry(7, "not a url")).unwrap());
+        let p = Planner::new(OutputDir::new(dir.path()), Namer::from_urls(), false, false);
+        let o = outcome(p.plan(&store, entry(7, "not a url"), 7).unwrap());
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().starts_with("list.txt:7: not a URL"));
-        let o = outcome(p.plan(&store, entry(8, "ftp://h/x")).unwrap());
+        let o = outcome(p.plan(&store, entry(8, "ftp://h/x"), 8).unwrap());
         assert!(o.error.unwrap().contains("unsupported scheme ftp"));
     }
 
@@ -405,21 +379,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("old.bin"), b"x").unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let p = Planner::new(OutputDir::new(dir.path()), false, false);
+        let p = Planner::new(OutputDir::new(dir.path()), Namer::from_urls(), false, false);
         assert!(matches!(
-            p.plan(&store, entry(1, "http://h/a.bin#frag")).unwrap(),
+            p.plan(&store, entry(1, "http://h/a.bin#frag"), 1).unwrap(),
             Planned::Fetch(_)
         ));
-        let dup = outcome(p.plan(&store, entry(2, "http://h/a.bin")).unwrap());
+        let dup = outcome(p.plan(&store, entry(2, "http://h/a.bin"), 2).unwrap());
         assert_eq!(
             (dup.status, dup.reason.as_deref()),
             (Status::Skipped, Some("duplicate"))
         );
-        let old = outcome(p.plan(&store, entry(3, "http://h/old.bin")).unwrap());
+        let old = outcome(p.plan(&store, entry(3, "http://h/old.bin"), 3).unwrap());
         assert_eq!(old.reason.as_deref(), Some("exists"));
-        match p.plan(&store, entry(4, "http://other/a.bin")).unwrap() {
+        match p.plan(&store, entry(4, "http://other/a.bin"), 4).unwrap() {
             Planned::Fetch(i) => {
-                assert_eq!(i.dest.rel, "a-1.bin");
+                assert_eq!(i.dest.unwrap().rel, "a-1.bin");
                 assert_eq!(i.host, "other:80");
             }
             Planned::Settled(o) => panic!("{o:?}"),
@@ -429,29 +403,29 @@ mod tests {
     #[test]
     fn a_rerun_skips_what_is_done_and_resumes_what_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Planner::new(OutputDir::new(dir.path()), false, false);
+        let p = Planner::new(OutputDir::new(dir.path()), Namer::from_urls(), false, false);
         let store = Store::open(dir.path()).unwrap();
-        let Planned::Fetch(done) = p.plan(&store, entry(1, "http://h/done.bin")).unwrap() else {
+        let Planned::Fetch(done) = p.plan(&store, entry(1, "http://h/done.bin"), 1).unwrap() else {
             panic!()
         };
-        let Planned::Fetch(part) = p.plan(&store, entry(2, "http://h/part.bin")).unwrap() else {
+        let Planned::Fetch(part) = p.plan(&store, entry(2, "http://h/part.bin"), 2).unwrap() else {
             panic!()
         };
-        let Planned::Fetch(gone) = p.plan(&store, entry(3, "http://h/gone.bin")).unwrap() else {
+        let Planned::Fetch(gone) = p.plan(&store, entry(3, "http://h/gone.bin"), 3).unwrap() else {
             panic!()
         };
-        std::fs::write(&done.dest.path, b"12345").unwrap();
+        std::fs::write(&done.dest.as_ref().unwrap().path, b"12345").unwrap();
         let fin = crate::store::Finish {
             bytes: 5,
             ..Default::default()
         };
         store.finish(done.id, State::Ok, &fin).unwrap();
         store.finish(gone.id, State::Ok, &fin).unwrap();
-        std::fs::write(part.dest.part_path(), b"123").unwrap();
+        std::fs::write(part.dest.as_ref().unwrap().part_path(), b"123").unwrap();
         store.started(part.id, Some("\"v1\""), None).unwrap();
         store
             .finish(
-                p.plan(&store, entry(4, "http://h/404"))
+                p.plan(&store, entry(4, "http://h/404"), 4)
                     .map(|pl| match pl {
                         Planned::Fetch(i) => i.id,
                         Planned::Settled(_) => panic!(),
@@ -468,30 +442,32 @@ mod tests {
         drop(store);
 
         let store = Store::open(dir.path()).unwrap();
-        let o = outcome(p.plan(&store, entry(1, "http://h/done.bin")).unwrap());
+        let o = outcome(p.plan(&store, entry(1, "http://h/done.bin"), 1).unwrap());
         assert_eq!(
             (o.status, o.reason.as_deref()),
             (Status::Skipped, Some("done"))
         );
-        match p.plan(&store, entry(2, "http://h/part.bin")).unwrap() {
+        match p.plan(&store, entry(2, "http://h/part.bin"), 2).unwrap() {
             Planned::Fetch(i) => {
                 assert_eq!(i.part_len, 3);
                 assert_eq!(i.validators.unwrap().if_range(), Some("\"v1\""));
             }
             Planned::Settled(o) => panic!("{o:?}"),
         }
-        match p.plan(&store, entry(3, "http://h/gone.bin")).unwrap() {
-            Planned::Fetch(i) => assert_eq!((i.dest.rel.as_str(), i.part_len), ("gone.bin", 0)),
+        match p.plan(&store, entry(3, "http://h/gone.bin"), 3).unwrap() {
+            Planned::Fetch(i) => {
+                assert_eq!((i.dest.unwrap().rel.as_str(), i.part_len), ("gone.bin", 0))
+            }
             Planned::Settled(o) => panic!("{o:?}"),
         }
-        let o = outcome(p.plan(&store, entry(4, "http://h/404")).unwrap());
+        let o = outcome(p.plan(&store, entry(4, "http://h/404"), 4).unwrap());
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().contains("--retry-failed"));
-        let again = Planner::new(OutputDir::new(dir.path()), false, true);
+        let again = Planner::new(OutputDir::new(dir.path()), Namer::from_urls(), false, true);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert!(matches!(
-            again.plan(&store, entry(4, "http://h/404")).unwrap(),
+            again.plan(&store, entry(4, "http://h/404"), 4).unwrap(),
             Planned::Fetch(_)
         ));
     }

@@ -64,6 +64,9 @@ pub struct Outcome {
     /// What happened to a partial file: resumed, or restarted and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The item's metadata document (`--meta-url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
     /// Job-state row, when the item has one.
     #[serde(skip)]
     pub id: Option<i64>,
@@ -92,6 +95,7 @@ impl Outcome {
             line: origin.line,
             reason: None,
             note: None,
+            meta: None,
             id: None,
             recorded: false,
             permanent: false,
