@@ -290,6 +290,10 @@ pub struct Target {
     pub meta: Option<serde_json::Value>,
     /// What happened to the partial, for the report.
     pub note: Option<String>,
+    /// File or page.
+    pub kind: crate::source::Kind,
+    /// The crawled page a file was found on.
+    pub page: Option<Arc<crate::source::PageRef>>,
 }
 
 impl Target {
@@ -306,6 +310,8 @@ impl Target {
             validators: item.validators,
             meta: None,
             note: None,
+            kind: item.kind,
+            page: item.page,
         }
     }
 
@@ -640,6 +646,7 @@ impl Fetcher {
             cols: None,
             meta: target.meta.as_ref(),
             detected_ext: detected,
+            page: target.page.as_deref(),
         };
         let parts = self.namer.components(&fields)?;
         target.dest_fixed = true;

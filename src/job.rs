@@ -304,6 +304,7 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
                 cols: None,
                 meta: None,
                 detected_ext: None,
+                page: target.page.as_deref(),
             };
             match t
                 .render(&fields)

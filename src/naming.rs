@@ -197,6 +197,9 @@ pub struct ItemFields<'a> {
     /// Extension of the detected content type, for `{ext}` when the URL has
     /// none.
     pub detected_ext: Option<&'a str>,
+    /// The crawled page the file was found on, for `{page.title}`,
+    /// `{page.url}`, `{page.host}`, `{page.n}`.
+    pub page: Option<&'a crate::source::PageRef>,
 }
 
 /// A JSON value as template text: strings as they are, other scalars as
@@ -224,6 +227,18 @@ impl crate::template::Fields for ItemFields<'_> {
         }
         if let Some(field) = name.strip_prefix("meta.") {
             return json_field(self.meta?, field);
+        }
+        if let Some(field) = name.strip_prefix("page.") {
+            let page = self.page?;
+            return match field {
+                "title" => page.title.as_deref().map(Cow::Borrowed),
+                "url" => Some(Cow::Borrowed(page.url.as_str())),
+                "host" => Url::parse(&page.url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(|h| Cow::Owned(h.to_string()))),
+                "n" => Some(Cow::Owned(page.n.to_string())),
+                _ => None,
+            };
         }
         let file = name_from_url(self.url);
         let (stem, ext) = split_ext(&file);
@@ -286,22 +301,31 @@ impl Namer {
         !fields.any(|f| f.starts_with("meta.") || (f == "ext" && no_ext()))
     }
 
-    /// The raw path components for an item; sanitized by [`OutputDir::resolve`].
+    /// The raw path components for an item (inside its page's folder, for a
+    /// file found by a crawl); sanitized by [`OutputDir::resolve`].
     pub fn components(&self, fields: &ItemFields<'_>) -> Result<Vec<String>, NameError> {
-        match &self.template {
-            None => Ok(vec![name_from_url(fields.url)]),
-            Some(t) => {
-                let rendered = t.render(fields)?;
-                Ok(rendered
-                    .split(['/', '\\'])
-                    // `.` and `..` name no directory of their own: drop them
-                    // rather than fail the item.
-                    .filter(|p| !p.trim().chars().all(|c| c == '.'))
-                    .map(str::to_string)
-                    .collect())
+        let mut parts: Vec<String> = match fields.page {
+            Some(page) if !page.folder.is_empty() => {
+                page.folder.split('/').map(str::to_string).collect()
             }
+            _ => Vec::new(),
+        };
+        match &self.template {
+            None => parts.push(name_from_url(fields.url)),
+            Some(t) => parts.extend(split_rendered(&t.render(fields)?)),
         }
+        Ok(parts)
     }
+}
+
+/// Splits a rendered template into path components. `.` and `..` name no
+/// directory of their own: they are dropped rather than failing the item.
+pub fn split_rendered(rendered: &str) -> Vec<String> {
+    rendered
+        .split(['/', '\\'])
+        .filter(|p| !p.trim().chars().all(|c| c == '.'))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The names tried, in order, for a file called `name` when earlier ones are
@@ -411,6 +435,7 @@ mod tests {
             cols: Some(&cols),
             meta: Some(&meta),
             detected_ext: Some("png"),
+            page: None,
         };
         let get = |k: &str| f.get(k).map(|v| v.into_owned());
         assert_eq!(get("name").as_deref(), Some("photo.JPG"));
@@ -434,6 +459,7 @@ mod tests {
             meta: None,
             n: 1,
             row: 1,
+            page: None,
         };
         let namer = Namer::template(Template::parse("{host}/{stem}.{ext}").unwrap());
         assert_eq!(namer.components(&f).unwrap(), ["img.test", "blob.png"]);

@@ -11,7 +11,9 @@ use url::Url;
 
 use crate::naming::{self, Dest, ItemFields, NameError, Namer, OutputDir};
 use crate::report::{Outcome, Status};
-use crate::source::{Entry, Origin};
+use std::sync::Arc;
+
+use crate::source::{Entry, Kind, Origin, PageRef};
 use crate::store::{Row, State, Store, StoreError};
 
 /// The validators a partial download was started under.
@@ -57,6 +59,10 @@ pub struct Item {
     pub part_len: u64,
     /// Validators of that partial.
     pub validators: Option<Validators>,
+    /// File or page.
+    pub kind: Kind,
+    /// The crawled page a file was found on.
+    pub page: Option<Arc<PageRef>>,
 }
 
 /// What the plan decided for one entry.
@@ -133,6 +139,7 @@ impl Planner {
     /// in `store`.
     pub fn plan(&self, store: &Store, entry: Entry, n: u64) -> Result<Planned, StoreError> {
         let origin = entry.origin;
+        let (kind, page) = (entry.kind, entry.page);
         let text = match entry.text {
             Ok(t) => t,
             Err(e) => return Ok(failed(String::new(), &origin, "bad input", e)),
@@ -163,6 +170,8 @@ impl Planner {
             host,
             part_len: 0,
             validators: None,
+            kind,
+            page,
         };
         match store.lookup(item.url.as_str())? {
             Some(row) if row.seen_run == store.run() => {
@@ -177,12 +186,17 @@ impl Planner {
                 self.replan(store, row, item)
             }
             None => {
-                let id = store.insert(
+                let id = store.insert_kind(
                     item.url.as_str(),
                     &item.origin.input,
                     item.origin.line,
                     None,
                     State::Pending,
+                    match item.kind {
+                        Kind::Page { depth } => Some(depth),
+                        Kind::File => None,
+                    },
+                    item.page.as_ref().map(|p| p.id),
                 )?;
                 self.plan_fresh(store, Item { id, ..item })
             }
@@ -199,6 +213,10 @@ impl Planner {
             o.reason = Some(reason.to_string());
             o
         };
+        if matches!(item.kind, Kind::Page { .. }) {
+            // Pages are read, not saved: nothing to name.
+            return Ok(Planned::Fetch(item));
+        }
         if self.namer.at_plan_time(&item.url) {
             let fields = ItemFields {
                 url: &item.url,
@@ -207,6 +225,7 @@ impl Planner {
                 cols: None,
                 meta: None,
                 detected_ext: None,
+                page: item.page.as_deref(),
             };
             let dest = match self.namer.components(&fields) {
                 Ok(parts) => self.claim(store, &parts)?,
@@ -261,6 +280,19 @@ impl Planner {
     /// What a re-run does with an item recorded by an earlier run.
     fn replan(&self, store: &Store, row: Row, item: Item) -> Result<Planned, StoreError> {
         let item = Item { id: row.id, ..item };
+        if row.is_page {
+            // A page parsed before is not fetched again; its files and links
+            // are in the store and carried on with on their own.
+            if row.state == State::Ok {
+                let mut o = Outcome::new(item.url.to_string(), &item.origin, Status::Skipped);
+                o.id = Some(row.id);
+                o.recorded = true;
+                o.reason = Some("done".into());
+                o.kind = Some("page");
+                return Ok(Planned::Settled(o));
+            }
+            return Ok(Planned::Fetch(item));
+        }
         let dest = row.path.as_deref().map(|p| {
             let parts: Vec<&str> = p.split('/').collect();
             self.out.resolve(&parts)
@@ -346,13 +378,13 @@ mod tests {
     use super::*;
 
     fn entry(line: u64, text: &str) -> Entry {
-        Entry {
-            origin: Origin {
+        Entry::new(
+            Origin {
                 input: "list.txt".into(),
                 line,
             },
-            text: Ok(text.to_string()),
-        }
+            Ok(text.to_string()),
+        )
     }
 
     fn outcome(p: Planned) -> Outcome {

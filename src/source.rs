@@ -22,6 +22,15 @@ pub enum InputSpec {
     /// The failed items recorded in the job state of an output directory
     /// (`--retry-failed` with no other input).
     Failed(PathBuf),
+    /// The unfinished pages and files of a crawl in an output directory (a
+    /// re-run carries on with them); with `retry_failed`, permanent failures
+    /// too.
+    Unfinished {
+        /// The output directory.
+        dir: PathBuf,
+        /// Include permanent failures.
+        retry_failed: bool,
+    },
 }
 
 /// An input that could not be opened or read.
@@ -55,19 +64,64 @@ impl fmt::Display for Origin {
     }
 }
 
-/// One non-blank, non-comment line of input.
+/// What an entry's URL is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// A file to save.
+    #[default]
+    File,
+    /// A page to crawl (`haul crawl`), at this many links from a start page.
+    Page {
+        /// Links followed from a start page to reach it.
+        depth: u32,
+    },
+}
+
+/// The crawled page a file was found on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRef {
+    /// The page's job-state row.
+    pub id: i64,
+    /// Its URL.
+    pub url: String,
+    /// Its title.
+    pub title: Option<String>,
+    /// The folder its files go to, relative to the output directory.
+    pub folder: String,
+    /// Its item number (0 when carried over from an earlier run).
+    pub n: u64,
+}
+
+/// One item of input: a URL (or why there is none), where it was read, and
+/// what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Where it was read.
     pub origin: Origin,
     /// The trimmed text, or why it could not be decoded.
     pub text: Result<String, String>,
+    /// File or page.
+    pub kind: Kind,
+    /// The page it was found on, for files found by a crawl.
+    pub page: Option<Arc<PageRef>>,
+}
+
+impl Entry {
+    /// A file entry.
+    pub fn new(origin: Origin, text: Result<String, String>) -> Self {
+        Self {
+            origin,
+            text,
+            kind: Kind::File,
+            page: None,
+        }
+    }
 }
 
 enum Reader {
     Args(std::vec::IntoIter<String>),
     Lines(Box<dyn BufRead + Send>),
-    Recorded(std::vec::IntoIter<(String, Origin)>),
+    Recorded(std::vec::IntoIter<Entry>),
 }
 
 struct Opened {
@@ -102,16 +156,41 @@ pub fn open(specs: Vec<InputSpec>, glob: bool) -> Result<Entries, SourceError> {
                 let store = crate::store::Store::open_existing(&dir)?;
                 let mut failed = Vec::new();
                 store.each_failed(|url, input, line| {
-                    failed.push((
-                        url,
-                        Origin {
-                            input: input.into(),
-                            line,
-                        },
-                    ));
+                    let origin = Origin {
+                        input: input.into(),
+                        line,
+                    };
+                    failed.push(Entry::new(origin, Ok(url)));
                     true
                 })?;
                 ("failed".into(), Reader::Recorded(failed.into_iter()))
+            }
+            InputSpec::Unfinished { dir, retry_failed } => {
+                let mut items = Vec::new();
+                // A first crawl has no job state yet: nothing to carry on.
+                if let Ok(store) = crate::store::Store::open_existing(&dir) {
+                    store.each_unfinished(retry_failed, |u| {
+                        let origin = Origin {
+                            input: u.input.into(),
+                            line: u.line,
+                        };
+                        let mut entry = Entry::new(origin, Ok(u.url));
+                        if let Some(depth) = u.page_depth {
+                            entry.kind = Kind::Page { depth };
+                        }
+                        entry.page = u.page.map(|(id, url, title, folder)| {
+                            Arc::new(PageRef {
+                                id,
+                                url,
+                                title,
+                                folder,
+                                n: 0,
+                            })
+                        });
+                        items.push(entry);
+                    })?;
+                }
+                ("unfinished".into(), Reader::Recorded(items.into_iter()))
             }
             InputSpec::File(path) => {
                 let file = std::fs::File::open(&path).map_err(|source| SourceError::Open {
@@ -153,10 +232,7 @@ impl Iterator for Entries {
         if let Some((expansion, origin)) = &mut self.expanding {
             match expansion.next() {
                 Some(url) => {
-                    return Some(Entry {
-                        origin: origin.clone(),
-                        text: Ok(url),
-                    })
+                    return Some(Entry::new(origin.clone(), Ok(url)))
                 }
                 None => self.expanding = None,
             }
@@ -169,12 +245,9 @@ impl Iterator for Entries {
                         self.expanding = Some((expansion, entry.origin));
                         self.next()
                     }
-                    Err(e) => Some(Entry {
-                        origin: entry.origin,
-                        text: Err(format!(
+                    Err(e) => Some(Entry::new(entry.origin, Err(format!(
                             "bad URL pattern {text:?}: {e} (--globoff takes braces literally)"
-                        )),
-                    }),
+                        )))),
                 }
             }
             _ => Some(entry),
@@ -200,12 +273,7 @@ impl Entries {
             };
             let read = match &mut input.reader {
                 Reader::Recorded(items) => match items.next() {
-                    Some((url, origin)) => {
-                        return Some(Entry {
-                            origin,
-                            text: Ok(url),
-                        })
-                    }
+                    Some(entry) => return Some(entry),
                     None => None,
                 },
                 Reader::Args(args) => args.next().map(Ok),
@@ -233,12 +301,9 @@ impl Entries {
                 Some(Ok(text)) if text.is_empty() || text.starts_with('#') => {}
                 Some(Err(e)) if e.starts_with("read error") => {
                     *current = None;
-                    return Some(Entry {
-                        origin,
-                        text: Err(e),
-                    });
+                    return Some(Entry::new(origin, Err(e)));
                 }
-                Some(text) => return Some(Entry { origin, text }),
+                Some(text) => return Some(Entry::new(origin, text)),
             }
         }
     }

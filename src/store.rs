@@ -116,6 +116,23 @@ pub struct Row {
     pub attempts: u32,
     /// Run that last saw this URL in its input.
     pub seen_run: i64,
+    /// A crawled page rather than a file.
+    pub is_page: bool,
+}
+
+/// An item a re-run of a crawl carries on with.
+#[derive(Debug, Clone)]
+pub struct Unfinished {
+    /// URL.
+    pub url: String,
+    /// Input and line it first came from.
+    pub input: String,
+    /// Line.
+    pub line: u64,
+    /// `Some(depth)` for a page.
+    pub page_depth: Option<u32>,
+    /// The page a file was found on: (id, url, title, folder).
+    pub page: Option<(i64, String, Option<String>, String)>,
 }
 
 /// What the ledger writes when an item finishes.
@@ -162,6 +179,11 @@ CREATE TABLE IF NOT EXISTS items (
     error TEXT,
     reason TEXT,
     seen_run INTEGER NOT NULL DEFAULT 0,
+    kind TEXT NOT NULL DEFAULT 'file',
+    depth INTEGER NOT NULL DEFAULT 0,
+    page_id INTEGER,
+    title TEXT,
+    links INTEGER,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
@@ -275,7 +297,7 @@ impl Store {
         self.q(|c| {
             c.prepare_cached(
                 "SELECT id, state, path, bytes, sha256, etag, last_modified, permanent,
-                        error, reason, http_status, attempts, seen_run
+                        error, reason, http_status, attempts, seen_run, kind = 'page'
                  FROM items WHERE url = ?1",
             )?
             .query_row([url], row)
@@ -300,14 +322,101 @@ impl Store {
         path: Option<&str>,
         state: State,
     ) -> Result<i64, StoreError> {
+        self.insert_kind(url, input, line, path, state, None, None)
+    }
+
+    /// Records a new item: a page (`page_depth`) or a file found on a page
+    /// (`page_id`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_kind(
+        &self,
+        url: &str,
+        input: &str,
+        line: u64,
+        path: Option<&str>,
+        state: State,
+        page_depth: Option<u32>,
+        page_id: Option<i64>,
+    ) -> Result<i64, StoreError> {
         let t = now();
+        let kind = if page_depth.is_some() { "page" } else { "file" };
         self.q(|c| {
             c.prepare_cached(
-                "INSERT INTO items (url, input, line, path, state, seen_run, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                "INSERT INTO items (url, input, line, path, state, seen_run, kind, depth, page_id,
+                                    created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
             )?
-            .execute(params![url, input, line as i64, path, state.as_str(), self.run, t])?;
+            .execute(params![
+                url,
+                input,
+                line as i64,
+                path,
+                state.as_str(),
+                self.run,
+                kind,
+                page_depth.unwrap_or(0),
+                page_id,
+                t
+            ])?;
             Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Records what a crawled page held: its title, its folder and how many
+    /// links it gave.
+    pub fn set_page(
+        &self,
+        id: i64,
+        title: Option<&str>,
+        folder: Option<&str>,
+        links: u64,
+    ) -> Result<(), StoreError> {
+        self.q(|c| {
+            c.prepare_cached(
+                "UPDATE items SET title = ?1, path = COALESCE(?2, path), links = ?3 WHERE id = ?4",
+            )?
+            .execute(params![title, folder, links as i64, id])
+            .map(drop)
+        })
+    }
+
+    /// Calls `f` for every item a re-run of a crawl must carry on with:
+    /// unfinished pages and files (and permanently failed ones when
+    /// `retry_failed`), in id order.
+    pub fn each_unfinished(
+        &self,
+        retry_failed: bool,
+        mut f: impl FnMut(Unfinished),
+    ) -> Result<(), StoreError> {
+        self.q(|c| {
+            let mut stmt = c.prepare(
+                "SELECT i.url, i.input, i.line, i.kind, i.depth, p.id, p.url, p.title, p.path
+                 FROM items i LEFT JOIN items p ON p.id = i.page_id
+                 WHERE i.state IN ('pending', 'saved')
+                    OR (i.state = 'failed' AND (i.permanent = 0 OR ?1))
+                 ORDER BY i.id",
+            )?;
+            let mut rows = stmt.query([retry_failed])?;
+            while let Some(r) = rows.next()? {
+                let kind: String = r.get(3)?;
+                let page = match r.get::<_, Option<i64>>(5)? {
+                    Some(id) => Some((
+                        id,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                    )),
+                    None => None,
+                };
+                f(Unfinished {
+                    url: r.get(0)?,
+                    input: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    line: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                    page_depth: (kind == "page").then(|| r.get::<_, u32>(4)).transpose()?,
+                    page,
+                });
+            }
+            Ok(())
         })
     }
 
@@ -449,6 +558,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         http_status: r.get(10)?,
         attempts: r.get(11)?,
         seen_run: r.get(12)?,
+        is_page: r.get(13)?,
     })
 }
 

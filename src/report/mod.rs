@@ -64,6 +64,18 @@ pub struct Outcome {
     /// What happened to a partial file: resumed, or restarted and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// `page` for a crawled page (files have no `kind`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// For a file found by a crawl: the page it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// For a file found by a crawl: that page's title; for a page: its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_title: Option<String>,
+    /// For a page: file URLs and links found on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<Found>,
     /// The item's metadata document (`--meta-url`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<serde_json::Value>,
@@ -95,12 +107,27 @@ impl Outcome {
             line: origin.line,
             reason: None,
             note: None,
+            kind: None,
+            page: None,
+            page_title: None,
+            found: None,
             meta: None,
             id: None,
             recorded: false,
             permanent: false,
         }
     }
+}
+
+/// What a crawled page held.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Found {
+    /// Files selected.
+    pub files: u64,
+    /// Links followed (in scope and within the depth).
+    pub links: u64,
+    /// Links and files left out: out of scope, too deep, or disallowed.
+    pub skipped: u64,
 }
 
 /// Where the recorder writes.

@@ -199,7 +199,7 @@ impl Progress {
             .progress_chars("=> "),
         );
         let line_style = ProgressStyle::with_template(
-            "  {prefix:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            "  {prefix:30!} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
