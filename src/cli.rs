@@ -38,6 +38,77 @@ pub struct Cli {
 pub enum Command {
     /// Show the state of the job in an output directory.
     Status(StatusArgs),
+    /// Crawl pages and download the files they show (images by default).
+    Crawl(Box<CrawlArgs>),
+}
+
+/// `haul crawl`: start pages are the URLs (arguments, -i lists, patterns
+/// such as {5000..5050}); every download option applies.
+#[derive(Debug, clap::Args)]
+pub struct CrawlArgs {
+    /// CSS selector of the elements holding file URLs, e.g. '.post img'.
+    #[arg(long, value_name = "CSS", default_value = "img")]
+    pub select: String,
+
+    /// Attribute holding the URL: src, srcset (largest candidate), data-src…
+    #[arg(long, value_name = "NAME", default_value = "src")]
+    pub attr: String,
+
+    /// CSS selector of links to crawl next, e.g. 'a.next' or 'a'.
+    #[arg(long, value_name = "CSS")]
+    pub follow: Option<String>,
+
+    /// Links followed from a start page (0: only the start pages).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub depth: u32,
+
+    /// Folder for each page's files: {page.title} {page.url} {page.host}
+    /// {page.n}, with filters.
+    #[arg(long, value_name = "TEMPLATE", default_value = "{page.title}", value_parser = parse_template)]
+    pub into: crate::template::Template,
+
+    /// Only the start pages' hosts (the default).
+    #[arg(long, conflicts_with = "hosts")]
+    pub same_host: bool,
+
+    /// Also allow these hosts (image CDNs), comma-separated.
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub hosts: Vec<String>,
+
+    /// Only URLs matching this regular expression.
+    #[arg(long, value_name = "RE")]
+    pub include: Option<regex::Regex>,
+
+    /// No URLs matching this regular expression.
+    #[arg(long, value_name = "RE")]
+    pub exclude: Option<regex::Regex>,
+
+    /// Do not fetch or honour robots.txt.
+    #[arg(long)]
+    pub ignore_robots: bool,
+
+    /// Download options.
+    #[command(flatten)]
+    pub args: Args,
+}
+
+impl CrawlArgs {
+    /// The crawl job this command line asks for.
+    pub fn into_config(self) -> Result<Config, UsageError> {
+        let rules = crate::crawl::Rules::new(&self.select, &self.attr, self.follow.as_deref())
+            .map_err(|e| UsageError::Crawl(e.to_string()))?;
+        let mut cfg = self.args.into_config()?;
+        cfg.crawl = Some(crate::job::CrawlConfig {
+            rules,
+            max_depth: self.depth,
+            into: self.into,
+            hosts: self.hosts,
+            include: self.include,
+            exclude: self.exclude,
+            robots: !self.ignore_robots,
+        });
+        Ok(cfg)
+    }
 }
 
 /// `haul status`.
@@ -179,6 +250,9 @@ pub enum UsageError {
     /// A duration that is negative or not finite.
     #[error("bad {0}: {1} (expected seconds, e.g. 2.5)")]
     Seconds(&'static str, f64),
+    /// A crawl option is wrong.
+    #[error("{0}")]
+    Crawl(String),
     /// Nothing to download.
     #[error(
         "no URLs: give them as arguments, or a list with -i FILE (-i - reads stdin); \

@@ -161,6 +161,9 @@ pub enum FetchError {
         /// Why.
         source: Box<FetchError>,
     },
+    /// robots.txt does not allow the request.
+    #[error("{0}")]
+    Disallowed(String),
     /// The job was interrupted (Ctrl-C) during the transfer.
     #[error("interrupted")]
     Interrupted,
@@ -186,6 +189,7 @@ impl FetchError {
             | Self::Disk { .. }
             | Self::Name(_)
             | Self::Unexpected(_)
+            | Self::Disallowed(_)
             | Self::TooLarge { .. }
             | Self::TooSmall { .. }
             | Self::Interrupted => false,
@@ -225,6 +229,7 @@ impl FetchError {
             Self::TooLarge { .. } => "too large".into(),
             Self::TooSmall { .. } => "too small".into(),
             Self::Meta { source, .. } => format!("metadata: {}", source.reason()),
+            Self::Disallowed(_) => "disallowed by robots.txt".into(),
             Self::Interrupted => "interrupted".into(),
         }
     }
@@ -663,39 +668,91 @@ impl Fetcher {
             url: url.to_string(),
             source: Box::new(e),
         };
+        let doc = self
+            .small(url, META_LIMIT, stop)
+            .await
+            .map_err(|e| match e {
+                FetchError::Interrupted => e,
+                e => wrap(e),
+            })?;
+        serde_json::from_slice(&doc.body)
+            .map_err(|e| wrap(FetchError::Unexpected(format!("not a JSON document ({e})"))))
+    }
+
+    /// Fetches a crawled page into memory.
+    pub async fn page(
+        &self,
+        url: &url::Url,
+        stop: &CancellationToken,
+    ) -> Result<Small, FetchError> {
+        let doc = self.small(url, PAGE_LIMIT, stop).await?;
+        let html = doc.content_type.as_deref().is_none_or(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("text/html") || ct.starts_with("application/xhtml")
+        });
+        if !html {
+            let ct = doc.content_type.unwrap_or_default();
+            return Err(FetchError::Unexpected(format!("not an HTML page ({ct})")));
+        }
+        Ok(doc)
+    }
+
+    /// GETs a small document into memory (a page, a metadata document).
+    async fn small(
+        &self,
+        url: &url::Url,
+        limit: usize,
+        stop: &CancellationToken,
+    ) -> Result<Small, FetchError> {
         let resp = tokio::select! {
             biased;
             _ = stop.cancelled() => return Err(FetchError::Interrupted),
-            r = self.client.get(url.clone()).send() => r.map_err(|e| wrap(FetchError::from_reqwest(e)))?,
+            r = self.client.get(url.clone()).send() => r.map_err(FetchError::from_reqwest)?,
         };
         let status = resp.status();
         if !status.is_success() {
             let retry_after = header_str(resp.headers(), RETRY_AFTER)
                 .and_then(|v| parse_retry_after(&v, SystemTime::now()));
             drain(resp).await;
-            return Err(wrap(FetchError::Status {
+            return Err(FetchError::Status {
                 code: status.as_u16(),
                 retry_after,
-            }));
+            });
         }
+        let final_url = resp.url().clone();
+        let content_type = header_str(resp.headers(), reqwest::header::CONTENT_TYPE);
+        let expected = resp.content_length();
         let mut resp = resp;
         let mut body = Vec::new();
         loop {
             let chunk = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Err(FetchError::Interrupted),
-                c = resp.chunk() => c.map_err(|e| wrap(FetchError::from_reqwest(e)))?,
+                c = resp.chunk() => c.map_err(FetchError::from_reqwest)?,
             };
             let Some(chunk) = chunk else { break };
+            self.progress
+                .bytes
+                .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
             body.extend_from_slice(&chunk);
-            if body.len() > META_LIMIT {
-                return Err(wrap(FetchError::TooLarge {
-                    limit: META_LIMIT as u64,
-                }));
+            if body.len() > limit {
+                return Err(FetchError::TooLarge {
+                    limit: limit as u64,
+                });
             }
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| wrap(FetchError::Unexpected(format!("not a JSON document ({e})"))))
+        if let Some(expected) = expected.filter(|&e| (body.len() as u64) < e) {
+            return Err(FetchError::Truncated {
+                got: body.len() as u64,
+                expected,
+            });
+        }
+        Ok(Small {
+            status: status.as_u16(),
+            url: final_url,
+            content_type,
+            body,
+        })
     }
 
     /// Claims a name (raw components) for the item through the ledger.
@@ -729,6 +786,21 @@ impl Fetcher {
 
 /// Largest metadata document read.
 const META_LIMIT: usize = 4 << 20;
+/// Largest page read by a crawl.
+const PAGE_LIMIT: usize = 32 << 20;
+
+/// A small document read into memory.
+#[derive(Debug)]
+pub struct Small {
+    /// HTTP status.
+    pub status: u16,
+    /// Final URL, after redirects.
+    pub url: url::Url,
+    /// Content-Type.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
 
 /// The first bytes of a held-back body, for sniffing.
 fn concat_head(held: &[Bytes]) -> Vec<u8> {
@@ -763,13 +835,6 @@ async fn drain(mut resp: reqwest::Response) {
             _ => break,
         }
     }
-}
-
-/// Whether something stands at `path` (checked off the runtime).
-pub async fn exists(path: PathBuf) -> bool {
-    tokio::task::spawn_blocking(move || path.symlink_metadata().is_ok())
-        .await
-        .unwrap_or(false)
 }
 
 /// The file side of a transfer, moved to a blocking thread for each write.

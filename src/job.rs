@@ -61,12 +61,33 @@ pub struct Config {
     pub namer: crate::naming::Namer,
     /// Where each item's metadata document is (`--meta-url`).
     pub meta_url: Option<crate::template::Template>,
+    /// Set for `haul crawl`: the inputs are start pages.
+    pub crawl: Option<CrawlConfig>,
     /// Progress display.
     pub progress: ProgressMode,
     /// Print each retry and failure as it happens.
     pub verbose: bool,
     /// Print no summary.
     pub quiet: bool,
+}
+
+/// What `haul crawl` adds to a job.
+#[derive(Debug, Clone)]
+pub struct CrawlConfig {
+    /// What to pick out of each page.
+    pub rules: crate::crawl::Rules,
+    /// Deepest page followed (0: only the start pages).
+    pub max_depth: u32,
+    /// Folder of each page's files.
+    pub into: crate::template::Template,
+    /// Hosts allowed besides the start pages' own.
+    pub hosts: Vec<String>,
+    /// URLs must match this.
+    pub include: Option<regex::Regex>,
+    /// URLs must not match this.
+    pub exclude: Option<regex::Regex>,
+    /// Honour robots.txt.
+    pub robots: bool,
 }
 
 impl Config {
@@ -94,6 +115,7 @@ impl Config {
             glob: true,
             namer: crate::naming::Namer::from_urls(),
             meta_url: None,
+            crawl: None,
             progress: ProgressMode::Auto,
             verbose: false,
             quiet: false,
@@ -140,7 +162,14 @@ pub struct Finished {
     pub elapsed: Duration,
 }
 
+/// What the transfers of a crawl share.
+struct CrawlShared {
+    rules: Arc<crate::crawl::Rules>,
+    robots: Option<crate::crawl::scope::RobotsCache>,
+}
+
 struct Shared {
+    crawl: Option<CrawlShared>,
     fetcher: Fetcher,
     meta_url: Option<crate::template::Template>,
     limits: Limits,
@@ -159,7 +188,18 @@ fn thread_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> JobErr
 
 /// Runs a job to the end, or until `stop` is cancelled.
 pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobError> {
-    let entries = source::open(cfg.inputs.clone(), cfg.glob)?;
+    let mut inputs = cfg.inputs.clone();
+    if cfg.crawl.is_some() {
+        // A re-run of a crawl carries on with what the last one found.
+        inputs.push(InputSpec::Unfinished {
+            dir: cfg.output.clone(),
+            retry_failed: cfg.retry_failed,
+        });
+    }
+    let mut entries = source::open(inputs, cfg.glob)?;
+    if cfg.crawl.is_some() {
+        entries = entries.with_kind(crate::source::Kind::Page { depth: 0 });
+    }
     fs_err::create_dir_all(&cfg.output).map_err(thread_error(&cfg.output))?;
     let store = Store::open(&cfg.output)?;
     let recorder = Recorder::create(&cfg.reports)?;
@@ -174,7 +214,14 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     });
     let out = OutputDir::new(cfg.output.clone());
     let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
+    let crawl = cfg.crawl.as_ref().map(|c| CrawlShared {
+        rules: Arc::new(c.rules.clone()),
+        robots: c
+            .robots
+            .then(|| crate::crawl::scope::RobotsCache::new(client.clone(), &cfg.client.user_agent)),
+    });
     let shared = Arc::new(Shared {
+        crawl,
         fetcher: Fetcher {
             client,
             ledger: events_tx,
@@ -208,7 +255,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
 
     // Ledger thread: plans, records, reports.
     let (item_tx, mut item_rx) = mpsc::channel::<Item>(1024);
-    let ledger = Ledger::new(
+    let mut ledger = Ledger::new(
         store,
         Planner::new(out, cfg.namer.clone(), cfg.overwrite, cfg.retry_failed),
         recorder,
@@ -216,6 +263,16 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
         cfg.sync,
         cfg.overwrite,
     );
+    ledger.crawl = cfg.crawl.as_ref().map(|c| crate::ledger::CrawlPlan {
+        scope: crate::crawl::scope::Scope::new(
+            [],
+            c.hosts.clone(),
+            c.include.clone(),
+            c.exclude.clone(),
+        ),
+        max_depth: c.max_depth,
+        into: c.into.clone(),
+    });
     let wiring = Wiring {
         entries: entry_rx,
         events: events_rx,
@@ -277,6 +334,63 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     })
 }
 
+/// What one successful step of an item gave.
+enum Step {
+    /// A file transfer ended.
+    File(Attempt),
+    /// A page was read.
+    Page(fetch::Small),
+}
+
+/// Parses a crawled page (off the runtime) and hands what it holds to the
+/// ledger; returns the page's title and the counts of what was planned.
+async fn read_page(
+    sh: &Shared,
+    target: &Target,
+    doc: fetch::Small,
+) -> Result<(Option<String>, crate::report::Found), String> {
+    let Some(crawl) = &sh.crawl else {
+        return Err("not a crawl".into());
+    };
+    let rules = crawl.rules.clone();
+    let fetch::Small {
+        url,
+        content_type,
+        body,
+        ..
+    } = doc;
+    let page = tokio::task::spawn_blocking(move || {
+        crate::crawl::extract(&body, content_type.as_deref(), &url, &rules).map(|p| (p, url))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let (page, url) = page;
+    let depth = match target.kind {
+        crate::source::Kind::Page { depth } => depth,
+        crate::source::Kind::File => 0,
+    };
+    let (reply, found) = tokio::sync::oneshot::channel();
+    let title = page.title.clone();
+    sh.fetcher
+        .ledger
+        .send(Event::Discovered(Box::new(crate::ledger::Discovery {
+            id: target.id,
+            url,
+            n: target.n,
+            depth,
+            title: page.title,
+            files: page.files,
+            links: page.links,
+            reply,
+        })))
+        .map_err(|_| "the job is shutting down".to_string())?;
+    let found = found
+        .await
+        .map_err(|_| "the job is shutting down".to_string())?;
+    Ok((title, found))
+}
+
 /// Fails an item before any request, for a reason of its own.
 fn fail_early(mut out: Outcome, started: Instant, error: String) -> Outcome {
     out.reason = Some("bad template".into());
@@ -323,7 +437,21 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
         }
     };
     let mut attempts = 0;
+    let is_page = matches!(target.kind, crate::source::Kind::Page { .. });
+    if is_page {
+        out.kind = Some("page");
+    }
     let result = loop {
+        if let Some(robots) = sh.crawl.as_ref().and_then(|c| c.robots.as_ref()) {
+            let admitted = tokio::select! {
+                biased;
+                _ = sh.stop.cancelled() => break Err(FetchError::Interrupted),
+                a = robots.admit(&target.url) => a,
+            };
+            if let Err(d) = admitted {
+                break Err(FetchError::Disallowed(d.0));
+            }
+        }
         let permit = tokio::select! {
             biased;
             _ = sh.stop.cancelled() => break Err(FetchError::Interrupted),
@@ -331,6 +459,7 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
         };
         attempts += 1;
         let result = match (&meta_url, &target.meta) {
+            _ if is_page => sh.fetcher.page(&target.url, &sh.stop).await.map(Step::Page),
             (Some(u), None) => match sh.fetcher.meta(u, &sh.stop).await {
                 Ok(meta) => {
                     target.meta = Some(meta);
@@ -341,7 +470,11 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
                 }
                 Err(e) => Err(e),
             },
-            _ => sh.fetcher.attempt(&mut target, &sh.stop).await,
+            _ => sh
+                .fetcher
+                .attempt(&mut target, &sh.stop)
+                .await
+                .map(Step::File),
         };
         drop(permit);
         match result {
@@ -369,17 +502,43 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
     out.path = target.dest.as_ref().map(|d| d.rel.clone());
     out.note = target.note.take();
     out.meta = target.meta.take();
+    if let Some(page) = &target.page {
+        out.page = Some(page.url.clone());
+        out.page_title = page.title.clone();
+    }
     match result {
-        Ok(Attempt::Saved(f)) => {
+        Ok(Step::Page(doc)) => {
+            out.http_status = Some(doc.status);
+            out.bytes = doc.body.len() as u64;
+            match read_page(sh, &target, doc).await {
+                Ok((title, found)) => {
+                    out.status = Status::Ok;
+                    out.page_title = title;
+                    out.found = Some(found);
+                }
+                Err(e) => {
+                    out.reason = Some("bad page".into());
+                    out.error = Some(e);
+                    out.permanent = true;
+                }
+            }
+        }
+        Ok(Step::File(Attempt::Saved(f))) => {
             out.status = Status::Ok;
             out.http_status = Some(f.http_status);
             out.bytes = f.bytes;
             out.sha256 = Some(f.sha256);
         }
-        Ok(Attempt::Exists(code)) => {
+        Ok(Step::File(Attempt::Exists(code))) => {
             out.status = Status::Skipped;
             out.http_status = Some(code);
             out.reason = Some("exists".into());
+        }
+        // Like a link out of scope: not for us to fetch, not a failure.
+        Err(FetchError::Disallowed(by)) => {
+            out.status = Status::Skipped;
+            out.reason = Some("disallowed by robots.txt".into());
+            out.error = Some(format!("disallowed by {by}"));
         }
         Err(e) => {
             if let Some(code) = e.http_status() {

@@ -53,8 +53,42 @@ pub enum Event {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Claimed, NameError>>,
     },
+    /// A crawled page was read: plan what it holds.
+    Discovered(Box<Discovery>),
     /// An item is finished.
     Done(Box<Outcome>),
+}
+
+/// What a crawled page held.
+#[derive(Debug)]
+pub struct Discovery {
+    /// The page's row.
+    pub id: i64,
+    /// The page's URL (after redirects).
+    pub url: url::Url,
+    /// The page's item number.
+    pub n: u64,
+    /// Links followed from a start page to reach it.
+    pub depth: u32,
+    /// Its title.
+    pub title: Option<String>,
+    /// File URLs selected on it.
+    pub files: Vec<url::Url>,
+    /// Links to crawl next.
+    pub links: Vec<url::Url>,
+    /// Where the counts of what was planned go back to the page's task.
+    pub reply: oneshot::Sender<crate::report::Found>,
+}
+
+/// How a crawl extends itself.
+#[derive(Debug, Clone)]
+pub struct CrawlPlan {
+    /// What may be requested.
+    pub scope: crate::crawl::scope::Scope,
+    /// Deepest page followed (0: only the start pages).
+    pub max_depth: u32,
+    /// Folder of each page's files (`--into`).
+    pub into: crate::template::Template,
 }
 
 /// The answer to a claim.
@@ -102,6 +136,11 @@ pub struct Ledger {
     pub overwrite: bool,
     unsynced: Vec<i64>,
     last_sync: Instant,
+    /// Set for `haul crawl`.
+    pub crawl: Option<CrawlPlan>,
+    /// Pages planned whose outcome has not arrived: they may still find
+    /// more work, so the job is not over.
+    pages_open: u64,
 }
 
 /// The channels the ledger works between.
@@ -135,6 +174,8 @@ impl Ledger {
             overwrite,
             unsynced: Vec::new(),
             last_sync: Instant::now(),
+            crawl: None,
+            pages_open: 0,
         }
     }
 
@@ -173,7 +214,7 @@ impl Ledger {
                 input_open = false;
                 ahead.clear();
             }
-            if !input_open && ahead.is_empty() {
+            if !input_open && ahead.is_empty() && (self.pages_open == 0 || stop.is_cancelled()) {
                 // Lets the dispatcher see the end of the work.
                 items = None;
             }
@@ -183,9 +224,9 @@ impl Ledger {
                 biased;
                 ev = events.recv() => match ev {
                     Some(ev) => {
-                        self.handle(ev)?;
+                        self.handle(ev, &mut ahead)?;
                         while let Ok(ev) = events.try_recv() {
-                            self.handle(ev)?;
+                            self.handle(ev, &mut ahead)?;
                         }
                     }
                     // Every transfer has reported and the dispatcher is done.
@@ -206,7 +247,9 @@ impl Ledger {
                         self.plan(entry, &mut ahead)?;
                         while ahead.len() < AHEAD {
                             match entries.try_recv() {
-                                Ok(entry) => self.plan(entry, &mut ahead)?,
+                                Ok(entry) => {
+                                    self.plan(entry, &mut ahead)?;
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -227,17 +270,40 @@ impl Ledger {
         Ok(())
     }
 
-    fn plan(&mut self, entry: Entry, ahead: &mut VecDeque<Item>) -> Result<(), LedgerError> {
+    /// Plans one entry; `false` when it was a duplicate found by a crawl
+    /// (not an input item: not counted, not reported).
+    fn plan(&mut self, entry: Entry, ahead: &mut VecDeque<Item>) -> Result<bool, LedgerError> {
         self.store.begin()?;
-        let n = self.progress.seen.fetch_add(1, Relaxed) + 1;
+        let discovered = entry.discovered;
+        if let (Some(crawl), crate::source::Kind::Page { depth: 0 }, Ok(text)) =
+            (&mut self.crawl, entry.kind, &entry.text)
+        {
+            // Start pages set the crawl's scope.
+            if let Some(host) = url::Url::parse(text)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+            {
+                crawl.scope.add_host(&host);
+            }
+        }
+        let n = self.progress.seen.load(Relaxed) + 1;
         match self.planner.plan(&self.store, entry, n)? {
-            Planned::Fetch(item) => ahead.push_back(item),
+            Planned::Settled(o) if discovered && o.reason.as_deref() == Some("duplicate") => {
+                return Ok(false)
+            }
+            Planned::Fetch(item) => {
+                if matches!(item.kind, crate::source::Kind::Page { .. }) {
+                    self.pages_open += 1;
+                }
+                ahead.push_back(item);
+            }
             Planned::Settled(o) => self.record(o)?,
         }
-        Ok(())
+        self.progress.seen.fetch_add(1, Relaxed);
+        Ok(true)
     }
 
-    fn handle(&mut self, ev: Event) -> Result<(), LedgerError> {
+    fn handle(&mut self, ev: Event, ahead: &mut VecDeque<Item>) -> Result<(), LedgerError> {
         self.store.begin()?;
         match ev {
             Event::Started { id, validators } => {
@@ -265,8 +331,110 @@ impl Ledger {
                 };
                 let _ = reply.send(answer);
             }
-            Event::Done(o) => self.record(*o)?,
+            Event::Discovered(d) => self.discovered(*d, ahead)?,
+            Event::Done(o) => {
+                if o.kind == Some("page") {
+                    self.pages_open = self.pages_open.saturating_sub(1);
+                }
+                self.record(*o)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Plans the files and links a crawled page held: the page's folder is
+    /// claimed first (two pages with one title get distinct folders), then
+    /// its files go in it, and links within the depth become pages.
+    fn discovered(&mut self, d: Discovery, ahead: &mut VecDeque<Item>) -> Result<(), LedgerError> {
+        use crate::source::{Kind, Origin, PageRef};
+        let Some(crawl) = self.crawl.clone() else {
+            let _ = d.reply.send(crate::report::Found::default());
+            return Ok(());
+        };
+        let mut found = crate::report::Found::default();
+        let total = (d.files.len() + d.links.len()) as u64;
+        let files: Vec<url::Url> = d
+            .files
+            .into_iter()
+            .filter(|u| crawl.scope.allows(u))
+            .collect();
+        let follow = d.depth < crawl.max_depth;
+        let links: Vec<url::Url> = d
+            .links
+            .into_iter()
+            .filter(|u| follow && crawl.scope.allows(u))
+            .collect();
+        let title = d.title.clone().or_else(|| {
+            // No title: the page's path names its folder.
+            let path = d.url.path().trim_matches('/').replace('/', "_");
+            Some(if path.is_empty() {
+                d.url.host_str().unwrap_or("page").to_string()
+            } else {
+                path
+            })
+        });
+        let mut page = PageRef {
+            id: d.id,
+            url: d.url.to_string(),
+            title: title.clone(),
+            folder: String::new(),
+            n: d.n,
+        };
+        if !files.is_empty() {
+            let fields = crate::naming::ItemFields {
+                url: &d.url,
+                n: d.n,
+                row: 0,
+                cols: None,
+                meta: None,
+                detected_ext: None,
+                page: Some(&page),
+            };
+            let parts = crawl
+                .into
+                .render(&fields)
+                .map(|r| crate::naming::split_rendered(&r))
+                .unwrap_or_default();
+            let parts = if parts.is_empty() {
+                vec![title.clone().unwrap_or_else(|| "page".into())]
+            } else {
+                parts
+            };
+            self.store.begin()?;
+            if let Ok(folder) = self.planner.claim(&self.store, &parts)? {
+                page.folder = folder.rel;
+            }
+        }
+        self.store.begin()?;
+        self.store.set_page(
+            d.id,
+            d.title.as_deref(),
+            (!page.folder.is_empty()).then_some(page.folder.as_str()),
+            links.len() as u64,
+        )?;
+        let page = Arc::new(page);
+        let origin = |i: usize| Origin {
+            input: page.url.as_str().into(),
+            line: i as u64 + 1,
+        };
+        for (i, url) in files.into_iter().enumerate() {
+            let mut entry = Entry::new(origin(i), Ok(url.into()));
+            entry.page = Some(page.clone());
+            entry.discovered = true;
+            if self.plan(entry, ahead)? {
+                found.files += 1;
+            }
+        }
+        for (i, url) in links.into_iter().enumerate() {
+            let mut entry = Entry::new(origin(i), Ok(url.into()));
+            entry.kind = Kind::Page { depth: d.depth + 1 };
+            entry.discovered = true;
+            if self.plan(entry, ahead)? {
+                found.links += 1;
+            }
+        }
+        found.skipped = total - found.files - found.links;
+        let _ = d.reply.send(found);
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod crawl;
 pub mod fetch;
 pub mod job;
 pub mod ledger;
@@ -18,6 +19,7 @@ pub mod report;
 pub mod schedule;
 pub mod source;
 pub mod store;
+pub mod table;
 pub mod template;
 
 pub use job::{run, Config, Finished, JobError};

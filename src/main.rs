@@ -11,7 +11,15 @@ fn main() -> ExitCode {
     let cli = haul::cli::Cli::parse();
     let result = match cli.command {
         Some(haul::cli::Command::Status(args)) => status(args),
-        None => run(cli.args),
+        Some(haul::cli::Command::Crawl(args)) => args
+            .into_config()
+            .map_err(anyhow::Error::from)
+            .and_then(download),
+        None => cli
+            .args
+            .into_config()
+            .map_err(anyhow::Error::from)
+            .and_then(download),
     };
     match result {
         Ok(code) => code,
@@ -28,8 +36,7 @@ fn status(args: haul::cli::StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(args: haul::cli::Args) -> anyhow::Result<ExitCode> {
-    let config = args.into_config()?;
+fn download(config: haul::Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("haul-worker")

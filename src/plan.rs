@@ -185,39 +185,18 @@ impl Planner {
                 store.mark_seen(row.id)?;
                 self.replan(store, row, item)
             }
-            None => {
-                let id = store.insert_kind(
-                    item.url.as_str(),
-                    &item.origin.input,
-                    item.origin.line,
-                    None,
-                    State::Pending,
-                    match item.kind {
-                        Kind::Page { depth } => Some(depth),
-                        Kind::File => None,
-                    },
-                    item.page.as_ref().map(|p| p.id),
-                )?;
-                self.plan_fresh(store, Item { id, ..item })
-            }
+            None => self.plan_fresh(store, item),
         }
     }
 
     /// Names an item that has no name yet (a new one, or one whose name is
-    /// made from the response) and decides whether to fetch it.
+    /// made from the response) and decides whether to fetch it. A new item
+    /// (`item.id == 0`) gets its row here, with its name in one statement.
     fn plan_fresh(&self, store: &Store, mut item: Item) -> Result<Planned, StoreError> {
-        let settled = |item: Item, status: Status, reason: &str| {
-            let mut o = Outcome::new(item.url.into(), &item.origin, status);
-            o.id = Some(item.id);
-            o.path = item.dest.map(|d| d.rel);
-            o.reason = Some(reason.to_string());
-            o
-        };
-        if matches!(item.kind, Kind::Page { .. }) {
-            // Pages are read, not saved: nothing to name.
-            return Ok(Planned::Fetch(item));
-        }
-        if self.namer.at_plan_time(&item.url) {
+        let mut bad_name = None;
+        let is_page = matches!(item.kind, Kind::Page { .. });
+        // Pages are read, not saved: nothing to name.
+        if !is_page && self.namer.at_plan_time(&item.url) {
             let fields = ItemFields {
                 url: &item.url,
                 n: item.n,
@@ -232,17 +211,39 @@ impl Planner {
                 Err(e) => Err(e),
             };
             match dest {
-                Ok(dest) => {
-                    store.set_path(item.id, &dest.rel)?;
-                    item.dest = Some(dest);
-                }
-                Err(e) => {
-                    let mut o = settled(item, Status::Failed, "bad name");
-                    o.error = Some(format!("{}:{}: {e}", o.input, o.line));
-                    o.permanent = true;
-                    return Ok(Planned::Settled(o));
-                }
+                Ok(dest) => item.dest = Some(dest),
+                Err(e) => bad_name = Some(e),
             }
+        }
+        let path = item.dest.as_ref().map(|d| d.rel.as_str());
+        if item.id == 0 {
+            item.id = store.insert_kind(
+                item.url.as_str(),
+                &item.origin.input,
+                item.origin.line,
+                path,
+                State::Pending,
+                match item.kind {
+                    Kind::Page { depth } => Some(depth),
+                    Kind::File => None,
+                },
+                item.page.as_ref().map(|p| p.id),
+            )?;
+        } else if let Some(path) = path {
+            store.set_path(item.id, path)?;
+        }
+        let settled = |item: Item, status: Status, reason: &str| {
+            let mut o = Outcome::new(item.url.into(), &item.origin, status);
+            o.id = Some(item.id);
+            o.path = item.dest.map(|d| d.rel);
+            o.reason = Some(reason.to_string());
+            o
+        };
+        if let Some(e) = bad_name {
+            let mut o = settled(item, Status::Failed, "bad name");
+            o.error = Some(format!("{}:{}: {e}", o.input, o.line));
+            o.permanent = true;
+            return Ok(Planned::Settled(o));
         }
         if !self.overwrite && item.dest.as_ref().is_some_and(exists) {
             return Ok(Planned::Settled(settled(item, Status::Skipped, "exists")));

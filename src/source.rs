@@ -104,6 +104,8 @@ pub struct Entry {
     pub kind: Kind,
     /// The page it was found on, for files found by a crawl.
     pub page: Option<Arc<PageRef>>,
+    /// Found on a crawled page rather than read from the input.
+    pub discovered: bool,
 }
 
 impl Entry {
@@ -114,6 +116,7 @@ impl Entry {
             text,
             kind: Kind::File,
             page: None,
+            discovered: false,
         }
     }
 }
@@ -136,6 +139,8 @@ pub struct Entries {
     current: Option<Opened>,
     buf: Vec<u8>,
     glob: bool,
+    /// What entries read from the inputs are (pages for a crawl).
+    kind: Kind,
     /// A URL pattern being expanded, one URL per call.
     expanding: Option<(crate::template::Expansion, Origin)>,
 }
@@ -221,6 +226,7 @@ pub fn open(specs: Vec<InputSpec>, glob: bool) -> Result<Entries, SourceError> {
         current: None,
         buf: Vec::with_capacity(512),
         glob,
+        kind: Kind::File,
         expanding: None,
     })
 }
@@ -229,11 +235,20 @@ impl Iterator for Entries {
     type Item = Entry;
 
     fn next(&mut self) -> Option<Entry> {
+        let kind = self.kind;
+        let mut entry = self.next_any()?;
+        if !entry.discovered && entry.page.is_none() && entry.kind == Kind::File {
+            entry.kind = kind;
+        }
+        Some(entry)
+    }
+}
+
+impl Entries {
+    fn next_any(&mut self) -> Option<Entry> {
         if let Some((expansion, origin)) = &mut self.expanding {
             match expansion.next() {
-                Some(url) => {
-                    return Some(Entry::new(origin.clone(), Ok(url)))
-                }
+                Some(url) => return Some(Entry::new(origin.clone(), Ok(url))),
                 None => self.expanding = None,
             }
         }
@@ -243,11 +258,14 @@ impl Iterator for Entries {
                 match crate::template::expand(text) {
                     Ok(expansion) => {
                         self.expanding = Some((expansion, entry.origin));
-                        self.next()
+                        self.next_any()
                     }
-                    Err(e) => Some(Entry::new(entry.origin, Err(format!(
+                    Err(e) => Some(Entry::new(
+                        entry.origin,
+                        Err(format!(
                             "bad URL pattern {text:?}: {e} (--globoff takes braces literally)"
-                        )))),
+                        )),
+                    )),
                 }
             }
             _ => Some(entry),
@@ -256,6 +274,13 @@ impl Iterator for Entries {
 }
 
 impl Entries {
+    /// Entries read from the inputs are of `kind` (job-state entries keep
+    /// their own).
+    pub fn with_kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
+    }
+
     fn next_line(&mut self) -> Option<Entry> {
         let Self {
             inputs,

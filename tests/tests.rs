@@ -5,5 +5,6 @@
 mod util;
 
 mod core;
+mod crawl;
 mod dataset;
 mod resume;

@@ -120,7 +120,7 @@ impl Outcome {
 }
 
 /// What a crawled page held.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Found {
     /// Files selected.
     pub files: u64,

@@ -28,6 +28,7 @@
 //! | `/html/<any>` | a small `text/html` page |
 //! | `/chunked/<any>?size=N` | content with chunked transfer encoding, no Content-Length |
 //! | `/static/<rel>` | the file `<rel>` under [`Config::static_root`], typed by extension |
+//! | `/robots.txt` | `robots.txt` under [`Config::static_root`], if there is one |
 //! | anything else | 404 |
 //!
 //! All "content" responses behave like `/file/` (Range, If-Range,

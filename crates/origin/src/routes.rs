@@ -194,6 +194,7 @@ fn route(shared: &Shared, conn: &ConnState, req: &Request<Incoming>) -> Reply {
         ),
         ("chunked", Some(_)) => content(&ctx, Options::new().chunked()),
         ("static", Some(rest)) => static_file(&ctx, rest),
+        ("robots.txt", None) => static_file(&ctx, "robots.txt"),
         _ => Reply::not_found(),
     }
 }
@@ -222,7 +223,8 @@ fn static_file(ctx: &Ctx<'_>, rest: &str) -> Reply {
         Some("png") => "image/png",
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("json") => "application/json",
-        Some("html") => "text/html; charset=utf-8",
+        // No charset: pages say their own (the crawl tests rely on it).
+        Some("html") => "text/html",
         Some("txt") => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     };
