@@ -208,6 +208,31 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub min_size: Option<u64>,
 
+    /// Read -i files as this format instead of guessing by extension: txt,
+    /// csv, tsv, jsonl or parquet (a .gz suffix is always decompressed).
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+    pub format: Option<crate::table::Format>,
+
+    /// The column holding URLs: a name, a 0-based index, or a dotted path in
+    /// JSONL. Default: the first column whose first row holds a URL (a cell
+    /// may hold several: a list literal, a JSON array or separated URLs).
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub column: Option<crate::table::ColumnSpec>,
+
+    /// Build each item's URL from its input row instead of reading one, with
+    /// the fields and filters of --name, e.g. 'http://h/{col.cc|lower}.gif'.
+    #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
+    pub url: Option<crate::template::Template>,
+
+    /// Copy these input columns into the manifest (comma-separated).
+    #[arg(long, value_name = "COLS", value_delimiter = ',')]
+    pub keep_columns: Vec<String>,
+
+    /// The input column holding each file's SHA-256 (hex): a file that does
+    /// not match fails and is not kept.
+    #[arg(long, value_name = "COL")]
+    pub checksum_column: Option<String>,
+
     /// Name files by a template: fields {name} {stem} {ext} {host} {path} {n}
     /// {row} {col.NAME} {meta.FIELD}, filters {x|upper} {x|lower} {x|slug}
     /// {x|replace('a','b')}; '/' makes directories.
@@ -259,6 +284,11 @@ pub enum UsageError {
          --retry-failed alone retries the failed items of the job in -o DIR"
     )]
     NoInput,
+}
+
+fn parse_format(s: &str) -> Result<crate::table::Format, String> {
+    crate::table::Format::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a format: txt, csv, tsv, jsonl or parquet"))
 }
 
 fn parse_template(s: &str) -> Result<crate::template::Template, String> {
@@ -336,6 +366,14 @@ impl Args {
             None => crate::naming::Namer::from_urls(),
         };
         cfg.meta_url = self.meta_url;
+        cfg.source = crate::source::SourceOptions {
+            glob: !self.globoff,
+            format: self.format,
+            column: self.column,
+            url: self.url,
+        };
+        cfg.keep_columns = self.keep_columns;
+        cfg.checksum_column = self.checksum_column;
         cfg.rules = crate::check::Rules {
             accept: self.accept,
             max_size: self.max_size,

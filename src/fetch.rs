@@ -161,6 +161,14 @@ pub enum FetchError {
         /// Why.
         source: Box<FetchError>,
     },
+    /// The file's SHA-256 is not the one its row gave (`--checksum-column`).
+    #[error("checksum mismatch: expected sha256 {expected}, got {got}")]
+    Checksum {
+        /// From the input row.
+        expected: String,
+        /// Of the body received.
+        got: String,
+    },
     /// robots.txt does not allow the request.
     #[error("{0}")]
     Disallowed(String),
@@ -190,6 +198,7 @@ impl FetchError {
             | Self::Name(_)
             | Self::Unexpected(_)
             | Self::Disallowed(_)
+            | Self::Checksum { .. }
             | Self::TooLarge { .. }
             | Self::TooSmall { .. }
             | Self::Interrupted => false,
@@ -209,6 +218,7 @@ impl FetchError {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             Self::Status { code, .. } => Some(*code),
+            Self::Meta { source, .. } => source.http_status(),
             _ => None,
         }
     }
@@ -230,6 +240,7 @@ impl FetchError {
             Self::TooSmall { .. } => "too small".into(),
             Self::Meta { source, .. } => format!("metadata: {}", source.reason()),
             Self::Disallowed(_) => "disallowed by robots.txt".into(),
+            Self::Checksum { .. } => "checksum mismatch".into(),
             Self::Interrupted => "interrupted".into(),
         }
     }
@@ -299,6 +310,10 @@ pub struct Target {
     pub kind: crate::source::Kind,
     /// The crawled page a file was found on.
     pub page: Option<Arc<crate::source::PageRef>>,
+    /// The table row it came from.
+    pub table_row: Option<Arc<crate::source::RowRef>>,
+    /// The SHA-256 the file must have (`--checksum-column`), lower-case hex.
+    pub expect_sha256: Option<String>,
 }
 
 impl Target {
@@ -317,6 +332,8 @@ impl Target {
             note: None,
             kind: item.kind,
             page: item.page,
+            table_row: item.row,
+            expect_sha256: None,
         }
     }
 
@@ -598,7 +615,9 @@ impl Fetcher {
                 let (Some(w), Some(dest)) = (writer.take(), &target.dest) else {
                     break FetchError::Name(NameError::Empty(String::new()));
                 };
-                let sha256 = w.finish(dest.path.clone()).await?;
+                let sha256 = w
+                    .finish(dest.path.clone(), target.expect_sha256.clone())
+                    .await?;
                 return Ok(Attempt::Saved(Fetched {
                     http_status: status.as_u16(),
                     bytes: size,
@@ -648,7 +667,10 @@ impl Fetcher {
             url: &target.url,
             n: target.n,
             row: target.row,
-            cols: None,
+            cols: target
+                .table_row
+                .as_deref()
+                .and_then(crate::source::RowRef::fields),
             meta: target.meta.as_ref(),
             detected_ext: detected,
             page: target.page.as_deref(),
@@ -1019,8 +1041,9 @@ impl PartWriter {
         }
     }
 
-    /// Writes what is left, closes the file and renames it into place.
-    async fn finish(mut self, dest: PathBuf) -> Result<String, FetchError> {
+    /// Writes what is left, closes the file and renames it into place, unless
+    /// its SHA-256 is not the `expect`ed one (then the partial is removed).
+    async fn finish(mut self, dest: PathBuf, expect: Option<String>) -> Result<String, FetchError> {
         let mut disk = self.settle().await?;
         let chunks = std::mem::take(&mut self.buf);
         let part = disk.part.clone();
@@ -1029,11 +1052,16 @@ impl PartWriter {
                 disk.write(&chunks)?;
             }
             drop(disk.file.take());
+            let got = hex(&disk.hasher.finalize());
+            if let Some(expected) = expect.filter(|e| !e.eq_ignore_ascii_case(&got)) {
+                let _ = std::fs::remove_file(&disk.part);
+                return Err(FetchError::Checksum { expected, got });
+            }
             std::fs::rename(&disk.part, &dest).map_err(|source| FetchError::Disk {
                 path: dest.clone(),
                 source,
             })?;
-            Ok(hex(&disk.hasher.finalize()))
+            Ok(got)
         })
         .await
         .map_err(|e| join_error(&part, e))?

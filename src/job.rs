@@ -63,6 +63,12 @@ pub struct Config {
     pub meta_url: Option<crate::template::Template>,
     /// Set for `haul crawl`: the inputs are start pages.
     pub crawl: Option<CrawlConfig>,
+    /// How table inputs are read (`--format`, `--column`, `--url`).
+    pub source: crate::source::SourceOptions,
+    /// Input columns copied into the manifest.
+    pub keep_columns: Vec<String>,
+    /// Input column holding each file's SHA-256.
+    pub checksum_column: Option<String>,
     /// Progress display.
     pub progress: ProgressMode,
     /// Print each retry and failure as it happens.
@@ -116,6 +122,9 @@ impl Config {
             namer: crate::naming::Namer::from_urls(),
             meta_url: None,
             crawl: None,
+            source: crate::source::SourceOptions::default(),
+            keep_columns: Vec::new(),
+            checksum_column: None,
             progress: ProgressMode::Auto,
             verbose: false,
             quiet: false,
@@ -170,6 +179,8 @@ struct CrawlShared {
 
 struct Shared {
     crawl: Option<CrawlShared>,
+    keep_columns: Vec<String>,
+    checksum_column: Option<String>,
     fetcher: Fetcher,
     meta_url: Option<crate::template::Template>,
     limits: Limits,
@@ -196,13 +207,15 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
             retry_failed: cfg.retry_failed,
         });
     }
-    let mut entries = source::open(inputs, cfg.glob)?;
+    let mut source_opts = cfg.source.clone();
+    source_opts.glob = cfg.glob;
+    let mut entries = source::open_with(inputs, &source_opts)?;
     if cfg.crawl.is_some() {
         entries = entries.with_kind(crate::source::Kind::Page { depth: 0 });
     }
     fs_err::create_dir_all(&cfg.output).map_err(thread_error(&cfg.output))?;
     let store = Store::open(&cfg.output)?;
-    let recorder = Recorder::create(&cfg.reports)?;
+    let recorder = Recorder::create(&cfg.reports, &cfg.keep_columns)?;
     let mut client_cfg = cfg.client.clone();
     client_cfg.pool_per_host = cfg.per_host;
     let client = fetch::build_client(&client_cfg)?;
@@ -222,6 +235,8 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     });
     let shared = Arc::new(Shared {
         crawl,
+        keep_columns: cfg.keep_columns.clone(),
+        checksum_column: cfg.checksum_column.clone(),
         fetcher: Fetcher {
             client,
             ledger: events_tx,
@@ -392,8 +407,8 @@ async fn read_page(
 }
 
 /// Fails an item before any request, for a reason of its own.
-fn fail_early(mut out: Outcome, started: Instant, error: String) -> Outcome {
-    out.reason = Some("bad template".into());
+fn fail_early(mut out: Outcome, started: Instant, reason: &str, error: String) -> Outcome {
+    out.reason = Some(reason.into());
     out.error = Some(error);
     out.permanent = true;
     out.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -408,6 +423,39 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
     out.id = Some(item.id);
     let host = item.host.clone();
     let mut target = Target::new(item);
+    if let Some(row) = target.table_row.as_ref().and_then(|r| r.row.clone()) {
+        if !sh.keep_columns.is_empty() {
+            out.columns = Some(
+                sh.keep_columns
+                    .iter()
+                    .map(|c| {
+                        let v = row
+                            .get(c)
+                            .map(|v| serde_json::Value::String(v.into_owned()));
+                        (c.clone(), v.unwrap_or(serde_json::Value::Null))
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(col) = &sh.checksum_column {
+            match row.get(col).map(|v| v.trim().to_ascii_lowercase()) {
+                Some(sum) if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    target.expect_sha256 = Some(sum);
+                }
+                Some(sum) if sum.is_empty() => {}
+                other => {
+                    let what = other.unwrap_or_else(|| "nothing".into());
+                    return fail_early(
+                        out,
+                        started,
+                        "bad input",
+                        format!("--checksum-column {col}: {what:?} is not a sha256 hex digest"),
+                    );
+                }
+            }
+        }
+    }
+    out.row = target.table_row.clone();
     let meta_url = match &sh.meta_url {
         None => None,
         Some(t) => {
@@ -415,7 +463,10 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
                 url: &target.url,
                 n: target.n,
                 row: target.row,
-                cols: None,
+                cols: target
+                    .table_row
+                    .as_deref()
+                    .and_then(crate::source::RowRef::fields),
                 meta: None,
                 detected_ext: None,
                 page: target.page.as_deref(),
@@ -429,10 +480,13 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
                     return fail_early(
                         out,
                         started,
+                        "bad template",
                         format!("--meta-url: {u:?} is not a URL ({e})"),
                     )
                 }
-                Err(e) => return fail_early(out, started, format!("--meta-url: {e}")),
+                Err(e) => {
+                    return fail_early(out, started, "bad template", format!("--meta-url: {e}"))
+                }
             }
         }
     };

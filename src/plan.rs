@@ -13,7 +13,7 @@ use crate::naming::{self, Dest, ItemFields, NameError, Namer, OutputDir};
 use crate::report::{Outcome, Status};
 use std::sync::Arc;
 
-use crate::source::{Entry, Kind, Origin, PageRef};
+use crate::source::{Entry, Kind, Origin, PageRef, RowRef};
 use crate::store::{Row, State, Store, StoreError};
 
 /// The validators a partial download was started under.
@@ -63,6 +63,8 @@ pub struct Item {
     pub kind: Kind,
     /// The crawled page a file was found on.
     pub page: Option<Arc<PageRef>>,
+    /// The table row it came from.
+    pub row: Option<Arc<RowRef>>,
 }
 
 /// What the plan decided for one entry.
@@ -139,24 +141,32 @@ impl Planner {
     /// in `store`.
     pub fn plan(&self, store: &Store, entry: Entry, n: u64) -> Result<Planned, StoreError> {
         let origin = entry.origin;
-        let (kind, page) = (entry.kind, entry.page);
+        let (kind, page, row) = (entry.kind, entry.page, entry.row);
+        let with_row = |p: Planned| match p {
+            Planned::Settled(mut o) => {
+                o.row = row.clone();
+                Planned::Settled(o)
+            }
+            other => other,
+        };
         let text = match entry.text {
             Ok(t) => t,
-            Err(e) => return Ok(failed(String::new(), &origin, "bad input", e)),
+            Err(e) => return Ok(with_row(failed(String::new(), &origin, "bad input", e))),
         };
         let mut url = match Url::parse(&text) {
             Ok(u) => u,
             Err(e) => {
                 let msg = format!("not a URL ({e}): {text:?}; expected http:// or https://");
-                return Ok(failed(text, &origin, "bad url", msg));
+                return Ok(with_row(failed(text, &origin, "bad url", msg)));
             }
         };
         if !matches!(url.scheme(), "http" | "https") {
             let msg = format!("unsupported scheme {}: in {text:?}", url.scheme());
-            return Ok(failed(text, &origin, "bad url", msg));
+            return Ok(with_row(failed(text, &origin, "bad url", msg)));
         }
         let Some(host) = url.host_str() else {
-            return Ok(failed(text, &origin, "bad url", "URL has no host".into()));
+            let msg = "URL has no host".to_string();
+            return Ok(with_row(failed(text, &origin, "bad url", msg)));
         };
         let host = format!("{host}:{}", url.port_or_known_default().unwrap_or(0));
         url.set_fragment(None);
@@ -172,6 +182,7 @@ impl Planner {
             validators: None,
             kind,
             page,
+            row,
         };
         match store.lookup(item.url.as_str())? {
             Some(row) if row.seen_run == store.run() => {
@@ -201,7 +212,7 @@ impl Planner {
                 url: &item.url,
                 n: item.n,
                 row: item.origin.line,
-                cols: None,
+                cols: item.row.as_deref().and_then(RowRef::fields),
                 meta: None,
                 detected_ext: None,
                 page: item.page.as_deref(),
@@ -237,6 +248,7 @@ impl Planner {
             o.id = Some(item.id);
             o.path = item.dest.map(|d| d.rel);
             o.reason = Some(reason.to_string());
+            o.row = item.row;
             o
         };
         if let Some(e) = bad_name {
@@ -309,6 +321,7 @@ impl Planner {
             o.recorded = true;
             o.path = Some(dest.rel.clone());
             o.reason = Some(reason.to_string());
+            o.row = item.row.clone();
             o
         };
         let done = match row.state {

@@ -10,6 +10,8 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::table::{ColumnSpec, Format, Row, Table};
+
 /// One input the user named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputSpec {
@@ -47,6 +49,14 @@ pub enum SourceError {
     /// The job state could not be read for `--retry-failed`.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A table input could not be read.
+    #[error("{path}: {message}")]
+    Table {
+        /// The input.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Where an entry was read: input name and 1-based line (or argument) number.
@@ -94,7 +104,7 @@ pub struct PageRef {
 
 /// One item of input: a URL (or why there is none), where it was read, and
 /// what it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// Where it was read.
     pub origin: Origin,
@@ -106,6 +116,8 @@ pub struct Entry {
     pub page: Option<Arc<PageRef>>,
     /// Found on a crawled page rather than read from the input.
     pub discovered: bool,
+    /// The table row it came from (CSV, TSV, JSONL, parquet inputs).
+    pub row: Option<Arc<RowRef>>,
 }
 
 impl Entry {
@@ -117,14 +129,191 @@ impl Entry {
             kind: Kind::File,
             page: None,
             discovered: false,
+            row: None,
         }
     }
+}
+
+/// A table row, shared by the items expanded from it, with what it takes to
+/// write it back to a failed list in its own format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowRef {
+    /// The row (`None` for a row that could not be read).
+    pub row: Option<Arc<Row>>,
+    /// Its original text, when the format has one.
+    pub raw: Option<String>,
+    /// The input's format.
+    pub format: Format,
+    /// The input's header row (CSV/TSV).
+    pub header: Option<Arc<[String]>>,
+}
+
+impl RowRef {
+    /// The row's fields, for `{col.NAME}`.
+    pub fn fields(&self) -> Option<&(dyn crate::template::Fields + Sync)> {
+        self.row
+            .as_deref()
+            .map(|r| r as &(dyn crate::template::Fields + Sync))
+    }
+}
+
+impl crate::template::Fields for Row {
+    fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        Row::get(self, name)
+    }
+}
+
+/// How table inputs are read.
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    /// Expand URL patterns (`{1..500}`, `{a,b}`).
+    pub glob: bool,
+    /// Read every file as this format instead of guessing by extension.
+    pub format: Option<Format>,
+    /// The field holding URLs (`--column`).
+    pub column: Option<ColumnSpec>,
+    /// Build each item's URL from its row instead (`--url`).
+    pub url: Option<crate::template::Template>,
 }
 
 enum Reader {
     Args(std::vec::IntoIter<String>),
     Lines(Box<dyn BufRead + Send>),
     Recorded(std::vec::IntoIter<Entry>),
+    Table(Box<TableReader>),
+}
+
+/// A table input: rows become entries, one per URL in the URL field (or
+/// one per row with `--url`).
+struct TableReader {
+    table: Table,
+    field: Option<String>,
+    url: Option<crate::template::Template>,
+    /// A first row read ahead to pick the URL column.
+    first: Option<crate::table::Record>,
+    /// Entries of the current row not handed out yet.
+    pending: std::collections::VecDeque<Entry>,
+}
+
+impl TableReader {
+    fn open(
+        mut table: Table,
+        opts: &SourceOptions,
+        path: &std::path::Path,
+    ) -> Result<Self, SourceError> {
+        let mut first = None;
+        let mut field = None;
+        if opts.url.is_none() {
+            // The URL column is picked on the first good row.
+            let mut skipped = std::collections::VecDeque::new();
+            for rec in table.by_ref() {
+                match &rec.row {
+                    Ok(row) => {
+                        let picked = crate::table::pick_column(
+                            table.columns().as_deref(),
+                            row,
+                            opts.column.as_ref(),
+                        )
+                        .map_err(|e| SourceError::Table {
+                            path: path.to_path_buf(),
+                            message: e.to_string(),
+                        })?;
+                        field = Some(picked);
+                        first = Some(rec);
+                        break;
+                    }
+                    Err(_) => skipped.push_back(rec),
+                }
+            }
+            let mut reader = Self {
+                table,
+                field,
+                url: None,
+                first,
+                pending: std::collections::VecDeque::new(),
+            };
+            // Bad rows before the first good one are still reported.
+            let mut pending = std::collections::VecDeque::new();
+            for rec in skipped {
+                reader.expand(rec, &mut pending);
+            }
+            reader.pending = pending;
+            return Ok(reader);
+        }
+        Ok(Self {
+            table,
+            field,
+            url: opts.url.clone(),
+            first,
+            pending: std::collections::VecDeque::new(),
+        })
+    }
+
+    fn next(&mut self) -> Option<Entry> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            let rec = match self.first.take() {
+                Some(r) => r,
+                None => self.table.next()?,
+            };
+            let mut pending = std::mem::take(&mut self.pending);
+            self.expand(rec, &mut pending);
+            self.pending = pending;
+        }
+    }
+
+    /// Turns one record into its entries.
+    fn expand(&self, rec: crate::table::Record, out: &mut std::collections::VecDeque<Entry>) {
+        let origin = Origin {
+            input: self.table.name().into(),
+            line: rec.line,
+        };
+        let row_ref = |row: Option<Arc<Row>>| {
+            Arc::new(RowRef {
+                row,
+                raw: rec.raw.clone(),
+                format: self.table.format(),
+                header: self.table.header(),
+            })
+        };
+        let row = match &rec.row {
+            Ok(row) => row.clone(),
+            Err(e) => {
+                let mut entry = Entry::new(origin, Err(e.clone()));
+                entry.row = Some(row_ref(None));
+                out.push_back(entry);
+                return;
+            }
+        };
+        let shared = row_ref(Some(row.clone()));
+        let urls: Vec<Result<String, String>> = match (&self.url, &self.field) {
+            (Some(t), _) => {
+                let fields = crate::template::FieldsFn(|name: &str| match name {
+                    "row" => Some(rec.line.to_string()),
+                    _ => name
+                        .strip_prefix("col.")
+                        .and_then(|c| row.get(c))
+                        .map(|v| v.into_owned()),
+                });
+                vec![t.render(&fields).map_err(|e| format!("--url: {e}"))]
+            }
+            (None, Some(field)) => row
+                .get(field)
+                .map(|cell| crate::table::split_urls(&cell))
+                .unwrap_or_default()
+                .into_iter()
+                .map(Ok)
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        for url in urls {
+            let mut entry = Entry::new(origin.clone(), url);
+            entry.row = Some(shared.clone());
+            out.push_back(entry);
+        }
+    }
 }
 
 struct Opened {
@@ -149,14 +338,45 @@ pub struct Entries {
 /// With `glob`, URL patterns (`{1..500}`, `{a,b}`) in arguments and lines
 /// are expanded, lazily.
 pub fn open(specs: Vec<InputSpec>, glob: bool) -> Result<Entries, SourceError> {
+    open_with(
+        specs,
+        &SourceOptions {
+            glob,
+            ..SourceOptions::default()
+        },
+    )
+}
+
+fn table_error(path: &std::path::Path) -> impl Fn(crate::table::TableError) -> SourceError + '_ {
+    move |e| SourceError::Table {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// [`open`] with table options: inputs whose format (by extension, or
+/// `opts.format`) is CSV, TSV, JSONL or parquet, or that are gzipped, are
+/// read as tables.
+pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries, SourceError> {
+    let glob = opts.glob;
     let mut opened = Vec::with_capacity(specs.len());
     for spec in specs {
         let (name, reader): (Arc<str>, Reader) = match spec {
             InputSpec::Args(urls) => ("args".into(), Reader::Args(urls.into_iter())),
-            InputSpec::Stdin => (
-                "-".into(),
-                Reader::Lines(Box::new(BufReader::with_capacity(1 << 16, io::stdin()))),
-            ),
+            InputSpec::Stdin => match opts.format.filter(|f| *f != Format::Txt) {
+                None => (
+                    "-".into(),
+                    Reader::Lines(Box::new(BufReader::with_capacity(1 << 16, io::stdin()))),
+                ),
+                Some(format) => {
+                    let path = PathBuf::from("-");
+                    let table =
+                        crate::table::open_reader("-", Box::new(io::stdin()), format, false)
+                            .map_err(table_error(&path))?;
+                    let reader = TableReader::open(table, opts, &path)?;
+                    ("-".into(), Reader::Table(Box::new(reader)))
+                }
+            },
             InputSpec::Failed(dir) => {
                 let store = crate::store::Store::open_existing(&dir)?;
                 let mut failed = Vec::new();
@@ -196,6 +416,21 @@ pub fn open(specs: Vec<InputSpec>, glob: bool) -> Result<Entries, SourceError> {
                     })?;
                 }
                 ("unfinished".into(), Reader::Recorded(items.into_iter()))
+            }
+            InputSpec::File(path)
+                if {
+                    let (format, gzip) = Format::from_path(&path).unwrap_or((Format::Txt, false));
+                    opts.format.unwrap_or(format) != Format::Txt || gzip
+                } =>
+            {
+                let (format, gzip) = Format::from_path(&path).unwrap_or((Format::Txt, false));
+                let format = opts.format.unwrap_or(format);
+                let table = crate::table::open(&path, format, gzip).map_err(table_error(&path))?;
+                let reader = TableReader::open(table, opts, &path)?;
+                (
+                    path.display().to_string().into(),
+                    Reader::Table(Box::new(reader)),
+                )
             }
             InputSpec::File(path) => {
                 let file = std::fs::File::open(&path).map_err(|source| SourceError::Open {
@@ -298,6 +533,10 @@ impl Entries {
             };
             let read = match &mut input.reader {
                 Reader::Recorded(items) => match items.next() {
+                    Some(entry) => return Some(entry),
+                    None => None,
+                },
+                Reader::Table(table) => match table.next() {
                     Some(entry) => return Some(entry),
                     None => None,
                 },

@@ -58,9 +58,10 @@ const JSON_DEPTH: usize = 8;
 pub enum Format {
     /// One URL a line; blank lines and `#` comments skipped.
     Txt,
-    /// Comma-separated values with a header row.
+    /// Comma-separated values with a header row (or none, when the first
+    /// row holds a URL).
     Csv,
-    /// Tab-separated values with a header row.
+    /// Tab-separated values, with a header row or none, as CSV.
     Tsv,
     /// One JSON object a line.
     Jsonl,
@@ -194,7 +195,7 @@ pub enum TableError {
         source: io::Error,
     },
     /// The input was said to be gzip-compressed but is not.
-    #[error("{name} is not gzip-compressed; rename it without .gz or pass --format")]
+    #[error("{name} is not gzip-compressed (it has no gzip header); rename it without .gz")]
     NotGzip {
         /// The input's name.
         name: Arc<str>,
@@ -833,23 +834,31 @@ impl Delimited {
                 return Some(self.unbalanced(
                     held,
                     format!(
-                        "unbalanced quote: a quoted field opened on this line is still open after {lines} lines ({held_bytes} bytes)"
+                        "unbalanced quote: a quoted field opened on this line is still open \
+                         after {lines} lines ({held_bytes} bytes)"
                     ),
                 ));
             }
             match self.lines.next_line() {
                 None => {
-                    return Some(self.unbalanced(
-                        held,
-                        "unbalanced quote: a quoted field opened on this line is never closed".into(),
-                    ))
+                    return Some(
+                        self.unbalanced(
+                            held,
+                            "unbalanced quote: a quoted field opened on this line is never closed"
+                                .into(),
+                        ),
+                    )
                 }
                 Some(Err((number, e))) => return Some(self.io_error(number, &e)),
                 Some(Ok(line)) if line.too_long => {
-                    return Some(self.unbalanced(
-                        held,
-                        "unbalanced quote: a quoted field opened on this line runs into a line longer than 64 MiB".into(),
-                    ))
+                    // Put back, it is reported on its own.
+                    held.push(line);
+                    let reason = format!(
+                        "unbalanced quote: a quoted field opened on this line runs into \
+                         a line longer than {} MiB",
+                        LINE_CAP >> 20
+                    );
+                    return Some(self.unbalanced(held, reason));
                 }
                 Some(Ok(line)) => {
                     held_bytes += line.bytes.len();
@@ -863,7 +872,10 @@ impl Delimited {
                 let end = held[held.len() - 1].number;
                 return Some(self.unbalanced(
                     held,
-                    format!("unbalanced quote: the row runs to line {end} and has {count} fields, expected {width}"),
+                    format!(
+                        "unbalanced quote: the row runs to line {end} \
+                         and has {count} fields, expected {width}"
+                    ),
                 ));
             }
             if count != width {
@@ -884,7 +896,10 @@ impl Delimited {
                 let inner = inner.number;
                 return Some(self.unbalanced(
                     held,
-                    format!("unbalanced quote: the quoted field opened on this line swallows line {inner}"),
+                    format!(
+                        "unbalanced quote: the quoted field opened on this line \
+                         swallows line {inner}"
+                    ),
                 ));
             }
         }
@@ -1079,7 +1094,8 @@ impl ParquetRows {
                         return Some(Record {
                             line,
                             row: Err(format!(
-                                "cannot read parquet row: {e} (skipped the {skipped} rows after it in row group {})",
+                                "cannot read parquet row: {e} \
+                                 (skipped the {skipped} rows after it in row group {})",
                                 self.next_group - 1
                             )),
                             raw: None,
@@ -1181,8 +1197,9 @@ fn field_json(field: &Field) -> Value {
 /// error if the header has no such name, or the index is out of range; for
 /// JSON rows a key or dotted path is taken as it is), else the first column
 /// whose value in `first` is an http(s) URL or a list of them (see
-/// [`split_urls`]); in a JSON row, the first such field depth-first (keys in
-/// sorted order, nested objects as dotted paths).
+/// [`split_urls`]); in a JSON row, the first such field depth-first, nested
+/// objects as dotted paths (keys in serde_json's order: sorted, as the crate
+/// does not enable `preserve_order`).
 ///
 /// `columns` are the table's column names ([`Table::columns`]); when `None`
 /// a table row's own are used. An index is returned as the column's name,
@@ -1231,6 +1248,7 @@ pub fn pick_column(
         }
         None => values
             .iter()
+            .take(columns.len())
             .position(|v| looks_like_urls(v))
             .map(by_index)
             .ok_or_else(|| TableError::NoUrlColumn {
@@ -2580,6 +2598,34 @@ not json
             .err()
             .unwrap();
         assert!(err.to_string().contains("no/such/dir.csv"), "{err}");
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_the_cap_and_the_rest_skipped() {
+        let mut reader = io::BufReader::with_capacity(3, &b"abcdefgh\nxy\nlast"[..]);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line_capped(&mut reader, &mut buf, 4).unwrap(),
+            (9, true)
+        );
+        assert_eq!(buf, b"abcd");
+        buf.clear();
+        assert_eq!(
+            read_line_capped(&mut reader, &mut buf, 4).unwrap(),
+            (3, false)
+        );
+        assert_eq!(buf, b"xy\n");
+        buf.clear();
+        assert_eq!(
+            read_line_capped(&mut reader, &mut buf, 4).unwrap(),
+            (4, false)
+        );
+        assert_eq!(buf, b"last");
+        buf.clear();
+        assert_eq!(
+            read_line_capped(&mut reader, &mut buf, 4).unwrap(),
+            (0, false)
+        );
     }
 
     #[test]

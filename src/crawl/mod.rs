@@ -14,6 +14,10 @@
 //!   engine several times faster than a DOM parser.
 //! * [`Robots`] answers whether a path may be fetched and how long to wait
 //!   between requests, per RFC 9309.
+//!
+//! One part is not pure: [`scope`] holds the crawl's scope (hosts, include
+//! and exclude patterns) and the async cache that fetches each site's
+//! robots.txt once and spaces requests by its crawl-delay.
 
 pub mod extract;
 pub mod robots;

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::source::Origin;
+use crate::table::{Format, Row, RowWriter};
 
 /// How an item ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,6 +80,12 @@ pub struct Outcome {
     /// The item's metadata document (`--meta-url`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<serde_json::Value>,
+    /// Input columns copied in (`--keep-columns`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub columns: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The table row the item came from, for the failed list.
+    #[serde(skip)]
+    pub row: Option<std::sync::Arc<crate::source::RowRef>>,
     /// Job-state row, when the item has one.
     #[serde(skip)]
     pub id: Option<i64>,
@@ -112,6 +119,8 @@ impl Outcome {
             page_title: None,
             found: None,
             meta: None,
+            columns: None,
+            row: None,
             id: None,
             recorded: false,
             permanent: false,
@@ -168,13 +177,46 @@ pub struct ReportError {
 
 /// Owns the manifest and failed-list writers; fed outcomes one at a time.
 pub struct Recorder {
-    manifest: Option<(PathBuf, BufWriter<fs_err::File>)>,
-    failed: Option<(PathBuf, BufWriter<fs_err::File>)>,
+    manifest: Option<(PathBuf, Manifest)>,
+    failed: Option<(PathBuf, Failed)>,
     tally: Tally,
     line: Vec<u8>,
 }
 
-fn create(path: &PathBuf) -> Result<(PathBuf, BufWriter<fs_err::File>), ReportError> {
+/// The manifest's format, by its file's extension.
+enum Manifest {
+    Jsonl(BufWriter<fs_err::File>),
+    Csv(Box<csv::Writer<BufWriter<fs_err::File>>>, Vec<String>),
+}
+
+/// The failed list: URLs, or the input's own rows so it can be fed back
+/// with `-i` (decided by the first failed item).
+enum Failed {
+    Undecided(BufWriter<fs_err::File>),
+    Urls(BufWriter<fs_err::File>),
+    Rows(Box<RowWriter>),
+    /// Only while switching from `Undecided`.
+    Switching,
+}
+
+/// The manifest's CSV columns, before any `--keep-columns`.
+const CSV_FIELDS: [&str; 13] = [
+    "url",
+    "path",
+    "status",
+    "http_status",
+    "bytes",
+    "sha256",
+    "attempts",
+    "elapsed_ms",
+    "error",
+    "input",
+    "line",
+    "reason",
+    "note",
+];
+
+fn create(path: &PathBuf) -> Result<BufWriter<fs_err::File>, ReportError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs_err::create_dir_all(parent).map_err(|source| ReportError {
             path: path.clone(),
@@ -185,16 +227,47 @@ fn create(path: &PathBuf) -> Result<(PathBuf, BufWriter<fs_err::File>), ReportEr
         path: path.clone(),
         source,
     })?;
-    Ok((path.clone(), BufWriter::with_capacity(1 << 16, file)))
+    Ok(BufWriter::with_capacity(1 << 16, file))
+}
+
+fn is_ext(path: &std::path::Path, ext: &str) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
 impl Recorder {
     /// Creates the report files now, so an unwritable path fails the job
-    /// before any transfer starts.
-    pub fn create(files: &ReportFiles) -> Result<Self, ReportError> {
+    /// before any transfer starts. A manifest named `*.csv` is CSV (with
+    /// `keep` columns after the standard ones), any other JSON Lines.
+    pub fn create(files: &ReportFiles, keep: &[String]) -> Result<Self, ReportError> {
+        let manifest = match &files.manifest {
+            None => None,
+            Some(path) => {
+                let w = create(path)?;
+                let m = if is_ext(path, "csv") {
+                    let mut csv = csv::Writer::from_writer(w);
+                    let header = CSV_FIELDS
+                        .iter()
+                        .copied()
+                        .chain(keep.iter().map(String::as_str));
+                    csv.write_record(header).map_err(|e| ReportError {
+                        path: path.clone(),
+                        source: io::Error::other(e),
+                    })?;
+                    Manifest::Csv(Box::new(csv), keep.to_vec())
+                } else {
+                    Manifest::Jsonl(w)
+                };
+                Some((path.clone(), m))
+            }
+        };
+        let failed = match &files.failed {
+            None => None,
+            Some(path) => Some((path.clone(), Failed::Undecided(create(path)?))),
+        };
         Ok(Self {
-            manifest: files.manifest.as_ref().map(create).transpose()?,
-            failed: files.failed.as_ref().map(create).transpose()?,
+            manifest,
+            failed,
             tally: Tally::default(),
             line: Vec::with_capacity(512),
         })
@@ -217,22 +290,52 @@ impl Recorder {
                 *self.tally.failures.entry(reason).or_default() += 1;
             }
         }
-        if let Some((path, w)) = &mut self.manifest {
-            self.line.clear();
-            // Serializing plain strings and numbers cannot fail.
-            serde_json::to_writer(&mut self.line, o).map_err(|e| ReportError {
+        if let Some((path, m)) = &mut self.manifest {
+            let err = |e: io::Error| ReportError {
                 path: path.clone(),
-                source: io::Error::other(e),
-            })?;
-            self.line.push(b'\n');
-            w.write_all(&self.line).map_err(|source| ReportError {
-                path: path.clone(),
-                source,
-            })?;
+                source: e,
+            };
+            match m {
+                Manifest::Jsonl(w) => {
+                    self.line.clear();
+                    // Serializing plain strings and numbers cannot fail.
+                    serde_json::to_writer(&mut self.line, o)
+                        .map_err(|e| err(io::Error::other(e)))?;
+                    self.line.push(b'\n');
+                    w.write_all(&self.line).map_err(err)?;
+                }
+                Manifest::Csv(w, keep) => {
+                    let opt = |v: Option<String>| v.unwrap_or_default();
+                    let mut rec: Vec<String> = vec![
+                        o.url.clone(),
+                        opt(o.path.clone()),
+                        format!("{:?}", o.status).to_lowercase(),
+                        opt(o.http_status.map(|c| c.to_string())),
+                        o.bytes.to_string(),
+                        opt(o.sha256.clone()),
+                        o.attempts.to_string(),
+                        o.elapsed_ms.to_string(),
+                        opt(o.error.clone()),
+                        o.input.clone(),
+                        o.line.to_string(),
+                        opt(o.reason.clone()),
+                        opt(o.note.clone()),
+                    ];
+                    for k in keep.iter() {
+                        let v = o.columns.as_ref().and_then(|c| c.get(k));
+                        rec.push(match v {
+                            Some(serde_json::Value::String(s)) => s.clone(),
+                            Some(serde_json::Value::Null) | None => String::new(),
+                            Some(other) => other.to_string(),
+                        });
+                    }
+                    w.write_record(&rec).map_err(|e| err(io::Error::other(e)))?;
+                }
+            }
         }
         if o.status == Status::Failed {
-            if let Some((path, w)) = &mut self.failed {
-                writeln!(w, "{}", o.url).map_err(|source| ReportError {
+            if let Some((path, f)) = &mut self.failed {
+                write_failed(path, f, o).map_err(|source| ReportError {
                     path: path.clone(),
                     source,
                 })?;
@@ -242,14 +345,78 @@ impl Recorder {
     }
 
     /// Flushes the files and returns the totals.
-    pub fn finish(mut self) -> Result<Tally, ReportError> {
-        for (path, w) in [&mut self.manifest, &mut self.failed].into_iter().flatten() {
-            w.flush().map_err(|source| ReportError {
+    pub fn finish(self) -> Result<Tally, ReportError> {
+        if let Some((path, m)) = self.manifest {
+            let done = match m {
+                Manifest::Jsonl(mut w) => w.flush(),
+                Manifest::Csv(mut w, _) => w.flush(),
+            };
+            done.map_err(|source| ReportError {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        if let Some((path, f)) = self.failed {
+            let done = match f {
+                Failed::Undecided(mut w) | Failed::Urls(mut w) => w.flush(),
+                Failed::Rows(w) => w.finish(),
+                Failed::Switching => Ok(()),
+            };
+            done.map_err(|source| ReportError {
                 path: path.clone(),
                 source,
             })?;
         }
         Ok(self.tally)
+    }
+}
+
+/// Writes one failed item: its input row when it came from a table (and
+/// the list is not named `*.txt`), else its URL.
+fn write_failed(path: &std::path::Path, f: &mut Failed, o: &Outcome) -> io::Result<()> {
+    if let Failed::Undecided(_) = f {
+        let table = o
+            .row
+            .as_ref()
+            .filter(|r| r.format != Format::Txt && !is_ext(path, "txt"));
+        let Failed::Undecided(w) = std::mem::replace(f, Failed::Switching) else {
+            unreachable!("checked above")
+        };
+        *f = match table {
+            Some(r) => Failed::Rows(Box::new(RowWriter::from_writer(
+                Box::new(w),
+                r.format,
+                r.header.clone(),
+            )?)),
+            None => Failed::Urls(w),
+        };
+    }
+    match f {
+        Failed::Rows(w) => match &o.row {
+            Some(r) => {
+                let fallback;
+                let row = match &r.row {
+                    Some(row) => row.as_ref(),
+                    None => {
+                        fallback = Row::Table {
+                            columns: std::sync::Arc::from(Vec::new()),
+                            values: Vec::new(),
+                        };
+                        &fallback
+                    }
+                };
+                w.write(r.raw.as_deref(), row, &o.url)
+            }
+            None => {
+                let row = Row::Table {
+                    columns: std::sync::Arc::from(vec!["url".to_string()]),
+                    values: vec![o.url.clone()],
+                };
+                w.write(None, &row, &o.url)
+            }
+        },
+        Failed::Urls(w) | Failed::Undecided(w) => writeln!(w, "{}", o.url),
+        Failed::Switching => Ok(()),
     }
 }
 
