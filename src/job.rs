@@ -415,6 +415,41 @@ fn fail_early(mut out: Outcome, started: Instant, reason: &str, error: String) -
     out
 }
 
+/// Takes what an item's input row says: columns for the manifest
+/// (`--keep-columns`) and the expected checksum (`--checksum-column`).
+fn from_row(sh: &Shared, target: &mut Target, out: &mut Outcome) -> Result<(), String> {
+    let Some(row) = target.table_row.as_ref().and_then(|r| r.row.clone()) else {
+        return Ok(());
+    };
+    if !sh.keep_columns.is_empty() {
+        let value = |c: &String| {
+            row.get(c)
+                .map_or(serde_json::Value::Null, |v| v.into_owned().into())
+        };
+        out.columns = Some(
+            sh.keep_columns
+                .iter()
+                .map(|c| (c.clone(), value(c)))
+                .collect(),
+        );
+    }
+    if let Some(col) = &sh.checksum_column {
+        match row.get(col).map(|v| v.trim().to_ascii_lowercase()) {
+            Some(sum) if sum.is_empty() => {}
+            Some(sum) if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                target.expect_sha256 = Some(sum);
+            }
+            other => {
+                let what = other.unwrap_or_else(|| "nothing".into());
+                return Err(format!(
+                    "--checksum-column {col}: {what:?} is not a sha256 hex digest"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Takes one item through its attempts: wait for a slot, fetch, and on a
 /// transient failure release the slot, back off and go again.
 async fn drive(sh: &Shared, item: Item) -> Outcome {
@@ -423,37 +458,8 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
     out.id = Some(item.id);
     let host = item.host.clone();
     let mut target = Target::new(item);
-    if let Some(row) = target.table_row.as_ref().and_then(|r| r.row.clone()) {
-        if !sh.keep_columns.is_empty() {
-            out.columns = Some(
-                sh.keep_columns
-                    .iter()
-                    .map(|c| {
-                        let v = row
-                            .get(c)
-                            .map(|v| serde_json::Value::String(v.into_owned()));
-                        (c.clone(), v.unwrap_or(serde_json::Value::Null))
-                    })
-                    .collect(),
-            );
-        }
-        if let Some(col) = &sh.checksum_column {
-            match row.get(col).map(|v| v.trim().to_ascii_lowercase()) {
-                Some(sum) if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                    target.expect_sha256 = Some(sum);
-                }
-                Some(sum) if sum.is_empty() => {}
-                other => {
-                    let what = other.unwrap_or_else(|| "nothing".into());
-                    return fail_early(
-                        out,
-                        started,
-                        "bad input",
-                        format!("--checksum-column {col}: {what:?} is not a sha256 hex digest"),
-                    );
-                }
-            }
-        }
+    if let Err(e) = from_row(sh, &mut target, &mut out) {
+        return fail_early(out, started, "bad input", e);
     }
     out.row = target.table_row.clone();
     let meta_url = match &sh.meta_url {

@@ -6,9 +6,19 @@ use haul_origin::{expected, Config, Origin};
 
 use crate::util::{assert_exit, read, run, Scratch};
 
-/// The Fluent Python flags dataset shipped in shared/data/flags.
+/// The Fluent Python flags dataset shipped in shared/data/flags, beside the
+/// checkout (or above it).
 pub fn flags_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/flags")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    root.ancestors()
+        .map(|a| a.join("shared/data/flags"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "the flags dataset (shared/data/flags) is not beside {}",
+                root.display()
+            )
+        })
 }
 
 async fn flags_origin() -> Origin {
