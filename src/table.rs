@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use parquet::basic::Compression;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::reader::{ReaderIter, TreeBuilder};
 use parquet::record::Field;
@@ -207,6 +208,17 @@ pub enum TableError {
         name: Arc<str>,
         /// What the parquet reader said.
         source: parquet::errors::ParquetError,
+    },
+    /// A parquet file compressed with a codec this build does not read.
+    #[error(
+        "{name} is compressed with {codec}, which haul does not read \
+         (it reads uncompressed, snappy, gzip and lz4 parquet); re-save it with snappy"
+    )]
+    ParquetCodec {
+        /// The input's name.
+        name: Arc<str>,
+        /// The codec, e.g. `zstd`.
+        codec: &'static str,
     },
     /// Parquet from a pipe (stdin): parquet needs seeking.
     #[error("{name}: parquet cannot be read from a stream (it needs seeking); pass the file with -i FILE")]
@@ -1044,6 +1056,15 @@ impl ParquetRows {
             name: name.clone(),
             source,
         })?;
+        // Checked up front: the reader would fail each row group alike.
+        let mut chunks = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .flat_map(|g| g.columns());
+        if let Some(codec) = chunks.find_map(|c| unsupported_codec(c.compression())) {
+            return Err(TableError::ParquetCodec { name, codec });
+        }
         let schema = reader.metadata().file_metadata().schema_descr_ptr();
         let columns: Arc<[String]> = schema
             .root_schema()
@@ -1131,6 +1152,21 @@ impl ParquetRows {
                 Err(_) => {}
             }
         }
+    }
+}
+
+/// The name of a codec the `parquet` features in Cargo.toml leave out
+/// (zstd would add a C build of ~30 s; brotli and lzo are rare).
+fn unsupported_codec(codec: Compression) -> Option<&'static str> {
+    match codec {
+        Compression::UNCOMPRESSED
+        | Compression::SNAPPY
+        | Compression::GZIP(_)
+        | Compression::LZ4
+        | Compression::LZ4_RAW => None,
+        Compression::ZSTD(_) => Some("zstd"),
+        Compression::BROTLI(_) => Some("brotli"),
+        Compression::LZO => Some("lzo"),
     }
 }
 
@@ -2273,6 +2309,25 @@ not json
         assert!(matches!(err, TableError::ParquetStream { .. }), "{err}");
         let err = open(&path, Format::Parquet, true).err().unwrap();
         assert!(matches!(err, TableError::ParquetGzip { .. }), "{err}");
+    }
+
+    #[test]
+    fn parquet_codecs_left_out_are_named() {
+        use parquet::basic::{BrotliLevel, GzipLevel, ZstdLevel};
+        assert_eq!(unsupported_codec(Compression::SNAPPY), None);
+        assert_eq!(
+            unsupported_codec(Compression::GZIP(GzipLevel::default())),
+            None
+        );
+        assert_eq!(unsupported_codec(Compression::LZ4_RAW), None);
+        assert_eq!(
+            unsupported_codec(Compression::ZSTD(ZstdLevel::default())),
+            Some("zstd")
+        );
+        assert_eq!(
+            unsupported_codec(Compression::BROTLI(BrotliLevel::default())),
+            Some("brotli")
+        );
     }
 
     #[test]
