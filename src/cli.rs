@@ -233,6 +233,11 @@ pub struct Args {
     #[arg(long, value_name = "COL")]
     pub checksum_column: Option<String>,
 
+    /// Compute every file's SHA-256 for the job state and `haul status
+    /// --report` even without --report (which turns it on by itself).
+    #[arg(long)]
+    pub hash: bool,
+
     /// Name files by a template: fields {name} {stem} {ext} {host} {path} {n}
     /// {row} {col.NAME} {meta.FIELD}, filters {x|upper} {x|lower} {x|slug}
     /// {x|replace('a','b')}; '/' makes directories.
@@ -374,6 +379,7 @@ impl Args {
         };
         cfg.keep_columns = self.keep_columns;
         cfg.checksum_column = self.checksum_column;
+        cfg.hash = self.hash;
         cfg.rules = crate::check::Rules {
             accept: self.accept,
             max_size: self.max_size,

@@ -23,7 +23,6 @@ use reqwest::header::{
     RETRY_AFTER,
 };
 use reqwest::{redirect, Client, StatusCode};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{Claimed, Event};
@@ -368,8 +367,8 @@ pub struct Fetched {
     pub http_status: u16,
     /// Bytes in the file (including a resumed prefix).
     pub bytes: u64,
-    /// SHA-256, hex.
-    pub sha256: String,
+    /// SHA-256, hex, when it was computed.
+    pub sha256: Option<String>,
 }
 
 /// What one attempt came to.
@@ -393,6 +392,12 @@ pub struct Fetcher {
     pub rules: crate::check::Rules,
     /// How files are named.
     pub namer: crate::naming::Namer,
+    /// Limits disk operations running at once ([`DISK_LANES`]).
+    pub disk_lanes: Arc<tokio::sync::Semaphore>,
+    /// Compute each file's SHA-256. It is most of the CPU a small file costs
+    /// on machines without SHA extensions, so it is done when something
+    /// reads it: a manifest, a checksum column.
+    pub hash: bool,
 }
 
 impl Fetcher {
@@ -588,7 +593,9 @@ impl Fetcher {
                 bar = self
                     .progress
                     .transfer(&dest.rel, length.map(|l| l + append_from));
-                let mut w = PartWriter::new(dest.part_path(), append_from);
+                let hash = self.hash || target.expect_sha256.is_some();
+                let mut w =
+                    PartWriter::new(dest.part_path(), append_from, hash, self.disk_lanes.clone());
                 let mut pushed = Ok(());
                 for c in held.drain(..) {
                     pushed = w.push(c).await;
@@ -863,7 +870,9 @@ async fn drain(mut resp: reqwest::Response) {
 struct Disk {
     part: PathBuf,
     file: Option<std::fs::File>,
-    hasher: Sha256,
+    // ring's SHA-256 uses the CPU's vector units; measured about twice as
+    // fast as sha2's portable code on CPUs without SHA extensions.
+    hasher: Option<ring::digest::Context>,
     scratch: Vec<u8>,
     /// Bytes of an earlier partial to keep and append to.
     append_from: u64,
@@ -887,7 +896,9 @@ impl Disk {
             return Ok(());
         };
         for c in chunks {
-            self.hasher.update(c);
+            if let Some(h) = &mut self.hasher {
+                h.update(c);
+            }
         }
         // One write call for a small body in several chunks: a copy is
         // cheaper than the extra system calls.
@@ -940,7 +951,9 @@ impl Disk {
                     "partial file is shorter than recorded",
                 ));
             }
-            self.hasher.update(&buf[..n]);
+            if let Some(h) = &mut self.hasher {
+                h.update(&buf[..n]);
+            }
             left -= n as u64;
         }
         f.set_len(self.append_from)?;
@@ -957,7 +970,18 @@ struct PartWriter {
     pending: Option<Pending>,
     buf: Vec<Bytes>,
     buffered: usize,
+    lanes: Arc<tokio::sync::Semaphore>,
 }
+
+/// Disk operations (create, write, rename) running at once, all transfers.
+///
+/// Every create and rename takes the output directory's inode lock. With one
+/// blocking thread per finishing transfer (up to `-j` at once), profiles of
+/// 10,000 small files showed a fifth of the CPU spinning on that lock
+/// (rwsem spin in renameat and openat) whenever ext4 was slow to allocate
+/// inodes. Eight lanes bound the spinning; measured on 2 cores, 10,000 ×
+/// 10 KiB: 2 lanes 2.6 s, 8 lanes 1.9 s, 64 lanes 1.9–2.3 s.
+pub const DISK_LANES: usize = 8;
 
 fn join_error(part: &std::path::Path, e: tokio::task::JoinError) -> FetchError {
     FetchError::Disk {
@@ -967,12 +991,18 @@ fn join_error(part: &std::path::Path, e: tokio::task::JoinError) -> FetchError {
 }
 
 impl PartWriter {
-    fn new(part: PathBuf, append_from: u64) -> Self {
+    fn new(
+        part: PathBuf,
+        append_from: u64,
+        hash: bool,
+        lanes: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
         Self {
+            lanes,
             disk: Some(Disk {
                 part,
                 file: None,
-                hasher: Sha256::new(),
+                hasher: hash.then(|| ring::digest::Context::new(&ring::digest::SHA256)),
                 scratch: Vec::new(),
                 append_from,
             }),
@@ -1013,11 +1043,18 @@ impl PartWriter {
         let mut disk = self.settle().await?;
         let chunks = std::mem::take(&mut self.buf);
         self.buffered = 0;
+        let lane = self.lane().await;
         self.pending = Some(tokio::task::spawn_blocking(move || {
             let r = disk.write(&chunks);
+            drop(lane);
             (disk, r)
         }));
         Ok(())
+    }
+
+    /// Waits for a disk lane; the semaphore is never closed.
+    async fn lane(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.lanes.clone().acquire_owned().await.ok()
     }
 
     /// Writes what is buffered to the `.part` file and leaves it there.
@@ -1043,19 +1080,30 @@ impl PartWriter {
 
     /// Writes what is left, closes the file and renames it into place, unless
     /// its SHA-256 is not the `expect`ed one (then the partial is removed).
-    async fn finish(mut self, dest: PathBuf, expect: Option<String>) -> Result<String, FetchError> {
+    async fn finish(
+        mut self,
+        dest: PathBuf,
+        expect: Option<String>,
+    ) -> Result<Option<String>, FetchError> {
         let mut disk = self.settle().await?;
         let chunks = std::mem::take(&mut self.buf);
         let part = disk.part.clone();
+        let lane = self.lane().await;
         tokio::task::spawn_blocking(move || {
+            let _lane = lane;
             if disk.file.is_none() || !chunks.is_empty() {
                 disk.write(&chunks)?;
             }
             drop(disk.file.take());
-            let got = hex(&disk.hasher.finalize());
-            if let Some(expected) = expect.filter(|e| !e.eq_ignore_ascii_case(&got)) {
+            let got = disk.hasher.take().map(|h| hex(h.finish().as_ref()));
+            if let Some(expected) =
+                expect.filter(|e| got.as_ref().is_some_and(|g| !e.eq_ignore_ascii_case(g)))
+            {
                 let _ = std::fs::remove_file(&disk.part);
-                return Err(FetchError::Checksum { expected, got });
+                return Err(FetchError::Checksum {
+                    expected,
+                    got: got.unwrap_or_default(),
+                });
             }
             std::fs::rename(&disk.part, &dest).map_err(|source| FetchError::Disk {
                 path: dest.clone(),

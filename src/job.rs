@@ -69,6 +69,8 @@ pub struct Config {
     pub keep_columns: Vec<String>,
     /// Input column holding each file's SHA-256.
     pub checksum_column: Option<String>,
+    /// Compute every file's SHA-256 even without a manifest (`--hash`).
+    pub hash: bool,
     /// Progress display.
     pub progress: ProgressMode,
     /// Print each retry and failure as it happens.
@@ -125,6 +127,7 @@ impl Config {
             source: crate::source::SourceOptions::default(),
             keep_columns: Vec::new(),
             checksum_column: None,
+            hash: false,
             progress: ProgressMode::Auto,
             verbose: false,
             quiet: false,
@@ -243,6 +246,8 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
             progress: progress.clone(),
             rules: cfg.rules.clone(),
             namer: cfg.namer.clone(),
+            disk_lanes: Arc::new(Semaphore::new(fetch::DISK_LANES)),
+            hash: cfg.reports.manifest.is_some() || cfg.hash,
         },
         meta_url: cfg.meta_url.clone(),
         limits: Limits::new(cfg.jobs, cfg.per_host),
@@ -587,7 +592,7 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
             out.status = Status::Ok;
             out.http_status = Some(f.http_status);
             out.bytes = f.bytes;
-            out.sha256 = Some(f.sha256);
+            out.sha256 = f.sha256;
         }
         Ok(Step::File(Attempt::Exists(code))) => {
             out.status = Status::Skipped;

@@ -454,7 +454,6 @@ impl Ledger {
             Status::Failed => State::Failed,
         };
         let finish = Finish {
-            path: o.path,
             http_status: o.http_status,
             bytes: o.bytes,
             sha256: o.sha256,

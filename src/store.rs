@@ -138,8 +138,6 @@ pub struct Unfinished {
 /// What the ledger writes when an item finishes.
 #[derive(Debug, Clone, Default)]
 pub struct Finish {
-    /// Final path (may differ from the planned one after Content-Disposition).
-    pub path: Option<String>,
     /// Last HTTP status.
     pub http_status: Option<u16>,
     /// Bytes.
@@ -187,7 +185,6 @@ CREATE TABLE IF NOT EXISTS items (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS items_state ON items(state);
 ";
 
 fn now() -> i64 {
@@ -451,14 +448,13 @@ impl Store {
     pub fn finish(&self, id: i64, state: State, f: &Finish) -> Result<(), StoreError> {
         self.q(|c| {
             c.prepare_cached(
-                "UPDATE items SET state = ?1, path = COALESCE(?2, path), http_status = ?3,
-                        bytes = ?4, sha256 = ?5, attempts = attempts + ?6, error = ?7,
-                        reason = ?8, permanent = ?9, updated_at = ?10
-                 WHERE id = ?11",
+                "UPDATE items SET state = ?1, http_status = ?2, bytes = ?3, sha256 = ?4,
+                        attempts = attempts + ?5, error = ?6, reason = ?7, permanent = ?8,
+                        updated_at = ?9
+                 WHERE id = ?10",
             )?
             .execute(params![
                 state.as_str(),
-                f.path,
                 f.http_status,
                 f.bytes as i64,
                 f.sha256,
