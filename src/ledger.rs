@@ -32,6 +32,8 @@ const AHEAD: usize = 256;
 const SYNC_BATCH: usize = 4096;
 /// Longest a download waits for its group sync.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Pause after each batch, so the next one is bigger.
+const LINGER: Duration = Duration::from_millis(2);
 
 /// What transfers tell the ledger.
 #[derive(Debug)]
@@ -234,7 +236,18 @@ impl Ledger {
                 },
                 permit = async { ready.as_ref()?.reserve().await.ok() }, if ready.is_some() => {
                     match (permit, ahead.pop_front()) {
-                        (Some(permit), Some(item)) => permit.send(item),
+                        (Some(permit), Some(item)) => {
+                            permit.send(item);
+                            // And as many more as the channel takes now.
+                            if let Some(tx) = &ready {
+                                while let Some(item) = ahead.pop_front() {
+                                    if let Err(e) = tx.try_send(item) {
+                                        ahead.push_front(e.into_inner());
+                                        break;
+                                    }
+                                }
+                            }
+                        }
                         // The dispatcher is gone (interrupted).
                         _ => {
                             input_open = false;
@@ -266,6 +279,12 @@ impl Ledger {
                 self.sync_now()?;
             }
             self.store.commit()?;
+            if ahead.len() >= AHEAD / 2 || !input_open {
+                // Let events gather: one wake-up and one transaction for many,
+                // instead of a context switch per finished file. The
+                // dispatcher has a full channel of planned items meanwhile.
+                tokio::time::sleep(LINGER).await;
+            }
         }
         Ok(())
     }

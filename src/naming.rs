@@ -356,12 +356,12 @@ pub fn split_rendered(rendered: &str) -> Vec<String> {
 
 /// The names tried, in order, for a file called `name` when earlier ones are
 /// taken: `name`, then `stem-1.ext`, `stem-2.ext`, …
-pub fn candidates(name: &str) -> impl Iterator<Item = String> + '_ {
-    let (stem, ext) = split_ext(name);
+pub fn candidates(name: String) -> impl Iterator<Item = String> {
     (0u64..).map(move |n| {
         if n == 0 {
-            name.to_string()
+            name.clone()
         } else {
+            let (stem, ext) = split_ext(&name);
             format!("{stem}-{n}{ext}")
         }
     })
@@ -432,11 +432,11 @@ mod tests {
 
     #[test]
     fn collision_candidates_count_up_before_the_extension() {
-        let got: Vec<String> = candidates("a.jpg").take(3).collect();
+        let got: Vec<String> = candidates("a.jpg".into()).take(3).collect();
         assert_eq!(got, ["a.jpg", "a-1.jpg", "a-2.jpg"]);
-        let got: Vec<String> = candidates("README").take(2).collect();
+        let got: Vec<String> = candidates("README".into()).take(2).collect();
         assert_eq!(got, ["README", "README-1"]);
-        let got: Vec<String> = candidates("a.tar.gz").take(2).collect();
+        let got: Vec<String> = candidates("a.tar.gz".into()).take(2).collect();
         assert_eq!(got, ["a.tar.gz", "a.tar-1.gz"]);
     }
 

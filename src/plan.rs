@@ -14,7 +14,7 @@ use crate::report::{Outcome, Status};
 use std::sync::Arc;
 
 use crate::source::{Entry, Kind, Origin, PageRef, RowRef};
-use crate::store::{Row, State, Store, StoreError};
+use crate::store::{Inserted, Row, State, Store, StoreError};
 
 /// The validators a partial download was started under.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -186,6 +186,10 @@ impl Planner {
             page,
             row,
         };
+        let item = match self.plan_new(store, item)? {
+            Ok(planned) => return Ok(planned),
+            Err(known) => known,
+        };
         match store.lookup(item.url.as_str())? {
             Some(row) if row.seen_run == store.run() => {
                 let mut o = Outcome::new(item.url.into(), &item.origin, Status::Skipped);
@@ -198,17 +202,97 @@ impl Planner {
                 store.mark_seen(row.id)?;
                 self.replan(store, row, item)
             }
+            // Gone between the insert and the lookup: cannot happen with one
+            // writer, but planning it afresh is right anyway.
             None => self.plan_fresh(store, item),
         }
     }
 
-    /// Names an item that has no name yet (a new one, or one whose name is
-    /// made from the response) and decides whether to fetch it. A new item
-    /// (`item.id == 0`) gets its row here, with its name in one statement.
+    /// Plans an item whose URL the store does not know, inserting its row
+    /// with its name; `Err(item)` when the URL turns out to be known.
+    fn plan_new(&self, store: &Store, mut item: Item) -> Result<Result<Planned, Item>, StoreError> {
+        let depth = match item.kind {
+            Kind::Page { depth } => Some(depth),
+            Kind::File => None,
+        };
+        let page_id = item.page.as_ref().map(|p| p.id);
+        let insert = |path: Option<&str>| {
+            store.try_insert(
+                item.url.as_str(),
+                &item.origin.input,
+                item.origin.line,
+                path,
+                depth,
+                page_id,
+            )
+        };
+        let parts = (depth.is_none() && self.namer.at_plan_time(&item.url)).then(|| {
+            self.namer.components(&ItemFields {
+                url: &item.url,
+                n: item.n,
+                row: item.origin.line,
+                cols: item.row.as_deref().and_then(RowRef::fields),
+                meta: None,
+                detected_ext: None,
+                page: item.page.as_deref(),
+            })
+        });
+        let mut bad_name = None;
+        match parts {
+            Some(Ok(parts)) => match self.candidate_dests(&parts) {
+                Ok(dests) => {
+                    for dest in dests {
+                        match insert(Some(&dest.rel))? {
+                            Inserted::Id(id) => {
+                                item.id = id;
+                                item.dest = Some(dest);
+                                break;
+                            }
+                            Inserted::PathTaken => continue,
+                            Inserted::UrlKnown => return Ok(Err(item)),
+                        }
+                    }
+                }
+                Err(e) => bad_name = Some(e),
+            },
+            Some(Err(e)) => bad_name = Some(e),
+            None => {}
+        }
+        if item.id == 0 {
+            match insert(None)? {
+                Inserted::Id(id) => item.id = id,
+                Inserted::UrlKnown | Inserted::PathTaken => return Ok(Err(item)),
+            }
+        }
+        self.settle_new(item, bad_name).map(Ok)
+    }
+
+    /// The destinations to try for raw `components`, in order: the name,
+    /// then `-1`, `-2`… (endless).
+    fn candidate_dests<'a>(
+        &'a self,
+        components: &'a [String],
+    ) -> Result<impl Iterator<Item = Dest> + 'a, NameError> {
+        let Some((raw, dirs)) = components.split_last() else {
+            return Err(NameError::Empty(String::new()));
+        };
+        let name = naming::sanitize_component(raw).ok_or_else(|| NameError::Empty(raw.clone()))?;
+        let resolve = move |c: &str| {
+            let mut parts: Vec<&str> = dirs.iter().map(String::as_str).collect();
+            parts.push(c);
+            self.out.resolve(&parts)
+        };
+        // A name that cannot be resolved fails the item.
+        resolve(&name)?;
+        Ok(naming::candidates(name).filter_map(move |c| resolve(&c).ok()))
+    }
+
+    /// Names an item recorded before without a name (its name is made from
+    /// the response, or could not be made), and decides whether to fetch it.
     fn plan_fresh(&self, store: &Store, mut item: Item) -> Result<Planned, StoreError> {
         let mut bad_name = None;
-        let is_page = matches!(item.kind, Kind::Page { .. });
         // Pages are read, not saved: nothing to name.
+        let is_page = matches!(item.kind, Kind::Page { .. });
         if !is_page && self.namer.at_plan_time(&item.url) {
             let fields = ItemFields {
                 url: &item.url,
@@ -224,27 +308,19 @@ impl Planner {
                 Err(e) => Err(e),
             };
             match dest {
-                Ok(dest) => item.dest = Some(dest),
+                Ok(dest) => {
+                    store.set_path(item.id, &dest.rel)?;
+                    item.dest = Some(dest);
+                }
                 Err(e) => bad_name = Some(e),
             }
         }
-        let path = item.dest.as_ref().map(|d| d.rel.as_str());
-        if item.id == 0 {
-            item.id = store.insert_kind(
-                item.url.as_str(),
-                &item.origin.input,
-                item.origin.line,
-                path,
-                State::Pending,
-                match item.kind {
-                    Kind::Page { depth } => Some(depth),
-                    Kind::File => None,
-                },
-                item.page.as_ref().map(|p| p.id),
-            )?;
-        } else if let Some(path) = path {
-            store.set_path(item.id, path)?;
-        }
+        self.settle_new(item, bad_name)
+    }
+
+    /// What becomes of a freshly named item: a bad name fails it, a file
+    /// that was there before skips it, anything else is fetched.
+    fn settle_new(&self, item: Item, bad_name: Option<NameError>) -> Result<Planned, StoreError> {
         let settled = |item: Item, status: Status, reason: &str| {
             let mut o = Outcome::new(item.url.into(), &item.origin, status);
             o.id = Some(item.id);
@@ -278,7 +354,7 @@ impl Planner {
         let Some(name) = naming::sanitize_component(raw) else {
             return Ok(Err(NameError::Empty(raw.to_string())));
         };
-        for candidate in naming::candidates(&name) {
+        for candidate in naming::candidates(name) {
             let mut parts: Vec<&str> = dirs.iter().map(String::as_str).collect();
             parts.push(&candidate);
             let dest = match self.out.resolve(&parts) {

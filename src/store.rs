@@ -120,6 +120,17 @@ pub struct Row {
     pub is_page: bool,
 }
 
+/// What [`Store::try_insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new row.
+    Id(i64),
+    /// The URL has a row already.
+    UrlKnown,
+    /// Another item owns the path.
+    PathTaken,
+}
+
 /// An item a re-run of a crawl carries on with.
 #[derive(Debug, Clone)]
 pub struct Unfinished {
@@ -237,6 +248,7 @@ impl Store {
             source,
         };
         let conn = Connection::open(&path).map_err(err)?;
+        rusqlite::vtab::array::load_module(&conn).map_err(err)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=NORMAL;
@@ -357,6 +369,35 @@ impl Store {
             ])?;
             Ok(c.last_insert_rowid())
         })
+    }
+
+    /// Records a new item with its name in one statement, if neither its URL
+    /// nor its path is known yet: the common case of a first run costs one
+    /// statement instead of a lookup, a path check and an insert.
+    #[allow(clippy::too_many_arguments)]
+    pub fn try_insert(
+        &self,
+        url: &str,
+        input: &str,
+        line: u64,
+        path: Option<&str>,
+        page_depth: Option<u32>,
+        page_id: Option<i64>,
+    ) -> Result<Inserted, StoreError> {
+        match self.insert_kind(url, input, line, path, State::Pending, page_depth, page_id) {
+            Ok(id) => Ok(Inserted::Id(id)),
+            Err(StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, Some(msg)),
+                ..
+            }) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                if msg.contains("items.path") {
+                    Ok(Inserted::PathTaken)
+                } else {
+                    Ok(Inserted::UrlKnown)
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Records what a crawled page held: its title, its folder and how many
