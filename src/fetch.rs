@@ -873,7 +873,6 @@ struct Disk {
     // ring's SHA-256 uses the CPU's vector units; measured about twice as
     // fast as sha2's portable code on CPUs without SHA extensions.
     hasher: Option<ring::digest::Context>,
-    scratch: Vec<u8>,
     /// Bytes of an earlier partial to keep and append to.
     append_from: u64,
 }
@@ -900,17 +899,7 @@ impl Disk {
                 h.update(c);
             }
         }
-        // One write call for a small body in several chunks: a copy is
-        // cheaper than the extra system calls.
-        let result = if chunks.len() > 1 {
-            self.scratch.clear();
-            for c in chunks {
-                self.scratch.extend_from_slice(c);
-            }
-            file.write_all(&self.scratch)
-        } else {
-            chunks.iter().try_for_each(|c| file.write_all(c))
-        };
+        let result = write_all_vectored(file, chunks);
         result.map_err(|source| FetchError::Disk {
             path: self.part.clone(),
             source,
@@ -929,6 +918,26 @@ fn create_with_parents(path: &std::path::Path) -> io::Result<std::fs::File> {
         }
         other => other,
     }
+}
+
+/// Writes every chunk with as few `writev` calls as the kernel allows: one
+/// system call for a body in several chunks, and no copy to join them.
+fn write_all_vectored(file: &mut std::fs::File, chunks: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+    let mut slices = &mut slices[..];
+    // Skip empty chunks up front so an empty write is not taken for EOF.
+    while slices.first().is_some_and(|s| s.is_empty()) {
+        slices = &mut slices[1..];
+    }
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Disk {
@@ -1003,7 +1012,6 @@ impl PartWriter {
                 part,
                 file: None,
                 hasher: hash.then(|| ring::digest::Context::new(&ring::digest::SHA256)),
-                scratch: Vec::new(),
                 append_from,
             }),
             pending: None,
