@@ -313,6 +313,10 @@ pub struct Target {
     pub table_row: Option<Arc<crate::source::RowRef>>,
     /// The SHA-256 the file must have (`--checksum-column`), lower-case hex.
     pub expect_sha256: Option<String>,
+    /// The transfer's slot in the limits while it is on the network; given
+    /// back as soon as the body is in, so the next transfer does not wait
+    /// for this one's disk work.
+    pub slot: Option<crate::schedule::Permit>,
 }
 
 impl Target {
@@ -333,6 +337,23 @@ impl Target {
             page: item.page,
             table_row: item.row,
             expect_sha256: None,
+            slot: None,
+        }
+    }
+
+    /// The fields `--name` and `--meta-url` templates see for this item.
+    pub fn fields(&self, detected_ext: Option<&'static str>) -> crate::naming::ItemFields<'_> {
+        crate::naming::ItemFields {
+            url: &self.url,
+            n: self.n,
+            row: self.row,
+            cols: self
+                .table_row
+                .as_deref()
+                .and_then(crate::source::RowRef::fields),
+            meta: self.meta.as_ref(),
+            detected_ext,
+            page: self.page.as_deref(),
         }
     }
 
@@ -622,6 +643,7 @@ impl Fetcher {
                 let (Some(w), Some(dest)) = (writer.take(), &target.dest) else {
                     break FetchError::Name(NameError::Empty(String::new()));
                 };
+                drop(target.slot.take());
                 let sha256 = w
                     .finish(dest.path.clone(), target.expect_sha256.clone())
                     .await?;
@@ -670,19 +692,7 @@ impl Fetcher {
         let detected = crate::check::sniff(head)
             .or(content_type)
             .and_then(crate::check::extension_for);
-        let fields = crate::naming::ItemFields {
-            url: &target.url,
-            n: target.n,
-            row: target.row,
-            cols: target
-                .table_row
-                .as_deref()
-                .and_then(crate::source::RowRef::fields),
-            meta: target.meta.as_ref(),
-            detected_ext: detected,
-            page: target.page.as_deref(),
-        };
-        let parts = self.namer.components(&fields)?;
+        let parts = self.namer.components(&target.fields(detected))?;
         target.dest_fixed = true;
         self.claim(target, parts, status).await
     }
@@ -740,13 +750,7 @@ impl Fetcher {
         };
         let status = resp.status();
         if !status.is_success() {
-            let retry_after = header_str(resp.headers(), RETRY_AFTER)
-                .and_then(|v| parse_retry_after(&v, SystemTime::now()));
-            drain(resp).await;
-            return Err(FetchError::Status {
-                code: status.as_u16(),
-                retry_after,
-            });
+            return Err(status_error(resp).await);
         }
         let final_url = resp.url().clone();
         let content_type = header_str(resp.headers(), reqwest::header::CONTENT_TYPE);
@@ -853,6 +857,16 @@ fn header_str(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// The error for a response with an error status: its code and the wait
+/// its `Retry-After` asks for. The body is drained for the connection's sake.
+async fn status_error(resp: reqwest::Response) -> FetchError {
+    let code = resp.status().as_u16();
+    let retry_after = header_str(resp.headers(), RETRY_AFTER)
+        .and_then(|v| parse_retry_after(&v, SystemTime::now()));
+    drain(resp).await;
+    FetchError::Status { code, retry_after }
 }
 
 /// Reads a little of an error response so its connection can be reused.

@@ -470,18 +470,7 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
     let meta_url = match &sh.meta_url {
         None => None,
         Some(t) => {
-            let fields = crate::naming::ItemFields {
-                url: &target.url,
-                n: target.n,
-                row: target.row,
-                cols: target
-                    .table_row
-                    .as_deref()
-                    .and_then(crate::source::RowRef::fields),
-                meta: None,
-                detected_ext: None,
-                page: target.page.as_deref(),
-            };
+            let fields = target.fields(None);
             match t
                 .render(&fields)
                 .map(|u| url::Url::parse(&u).map_err(|e| (u, e)))
@@ -517,11 +506,11 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
                 break Err(FetchError::Disallowed(d.0));
             }
         }
-        let permit = tokio::select! {
+        let mut permit = Some(tokio::select! {
             biased;
             _ = sh.stop.cancelled() => break Err(FetchError::Interrupted),
             p = sh.limits.acquire(&host) => p,
-        };
+        });
         attempts += 1;
         let result = match (&meta_url, &target.meta) {
             _ if is_page => sh.fetcher.page(&target.url, &sh.stop).await.map(Step::Page),
@@ -535,11 +524,12 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
                 }
                 Err(e) => Err(e),
             },
-            _ => sh
-                .fetcher
-                .attempt(&mut target, &sh.stop)
-                .await
-                .map(Step::File),
+            _ => {
+                target.slot = permit.take();
+                let result = sh.fetcher.attempt(&mut target, &sh.stop).await;
+                target.slot = None;
+                result.map(Step::File)
+            }
         };
         drop(permit);
         match result {

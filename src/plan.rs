@@ -67,6 +67,22 @@ pub struct Item {
     pub row: Option<Arc<RowRef>>,
 }
 
+impl Item {
+    /// The fields a name template sees before the response: no metadata,
+    /// no detected type.
+    pub fn fields(&self) -> ItemFields<'_> {
+        ItemFields {
+            url: &self.url,
+            n: self.n,
+            row: self.origin.line,
+            cols: self.row.as_deref().and_then(RowRef::fields),
+            meta: None,
+            detected_ext: None,
+            page: self.page.as_deref(),
+        }
+    }
+}
+
 /// What the plan decided for one entry.
 #[derive(Debug)]
 pub enum Planned {
@@ -226,17 +242,8 @@ impl Planner {
                 page_id,
             )
         };
-        let parts = (depth.is_none() && self.namer.at_plan_time(&item.url)).then(|| {
-            self.namer.components(&ItemFields {
-                url: &item.url,
-                n: item.n,
-                row: item.origin.line,
-                cols: item.row.as_deref().and_then(RowRef::fields),
-                meta: None,
-                detected_ext: None,
-                page: item.page.as_deref(),
-            })
-        });
+        let parts = (depth.is_none() && self.namer.at_plan_time(&item.url))
+            .then(|| self.namer.components(&item.fields()));
         let mut bad_name = None;
         match parts {
             Some(Ok(parts)) => match self.candidate_dests(&parts) {
@@ -294,16 +301,7 @@ impl Planner {
         // Pages are read, not saved: nothing to name.
         let is_page = matches!(item.kind, Kind::Page { .. });
         if !is_page && self.namer.at_plan_time(&item.url) {
-            let fields = ItemFields {
-                url: &item.url,
-                n: item.n,
-                row: item.origin.line,
-                cols: item.row.as_deref().and_then(RowRef::fields),
-                meta: None,
-                detected_ext: None,
-                page: item.page.as_deref(),
-            };
-            let dest = match self.namer.components(&fields) {
+            let dest = match self.namer.components(&item.fields()) {
                 Ok(parts) => self.claim(store, &parts)?,
                 Err(e) => Err(e),
             };

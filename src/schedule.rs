@@ -22,6 +22,7 @@ pub struct Limits {
 }
 
 /// Permission to run one transfer; released on drop.
+#[derive(Debug)]
 pub struct Permit {
     global: Option<OwnedSemaphorePermit>,
     host: Option<OwnedSemaphorePermit>,
