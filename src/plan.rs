@@ -100,6 +100,9 @@ pub struct Planner {
     namer: Namer,
     overwrite: bool,
     retry_failed: bool,
+    /// Whether the last URL planned was known to the store: a re-run looks
+    /// up first, a first run inserts first, and each saves a statement.
+    rerun: std::cell::Cell<bool>,
 }
 
 fn failed(text: String, origin: &Origin, reason: &str, error: String) -> Planned {
@@ -147,6 +150,7 @@ impl Planner {
             namer,
             overwrite,
             retry_failed,
+            rerun: std::cell::Cell::new(false),
         }
     }
 
@@ -202,11 +206,26 @@ impl Planner {
             page,
             row,
         };
-        let item = match self.plan_new(store, item)? {
-            Ok(planned) => return Ok(planned),
-            Err(known) => known,
+        let known = if self.rerun.get() {
+            store.lookup(item.url.as_str())?
+        } else {
+            None
         };
-        match store.lookup(item.url.as_str())? {
+        let (item, known) = match known {
+            Some(row) => (item, Some(row)),
+            None => match self.plan_new(store, item)? {
+                Ok(planned) => {
+                    self.rerun.set(false);
+                    return Ok(planned);
+                }
+                Err(item) => {
+                    let row = store.lookup(item.url.as_str())?;
+                    (item, row)
+                }
+            },
+        };
+        self.rerun.set(known.is_some());
+        match known {
             Some(row) if row.seen_run == store.run() => {
                 let mut o = Outcome::new(item.url.into(), &item.origin, Status::Skipped);
                 o.reason = Some("duplicate".into());
