@@ -1,10 +1,12 @@
-//! haul: a fast, resumable bulk downloader.
+//! haul: a fast, resumable bulk downloader and image crawler.
 //!
 //! Data flows one way, and the modules follow it:
-//! [`source`] reads URLs → [`plan`] decides what to fetch and where it goes →
+//! [`source`] reads URLs (with [`table`] for datasets and [`template`] for
+//! patterns) → [`plan`] decides what to fetch and where it goes →
 //! [`schedule`] waits for a slot and times retries → [`fetch`] runs one
-//! transfer → [`report`] records the outcome. [`job`] wires them together;
-//! [`naming`] is the one place paths are built.
+//! transfer (with [`check`] on its content) → [`ledger`] records the outcome
+//! in the [`store`] and the [`report`]. [`job`] wires them together;
+//! [`naming`] is the one place paths are built; [`crawl`] reads pages.
 #![warn(missing_docs)]
 
 pub mod check;
