@@ -921,6 +921,140 @@ impl Disk {
     }
 }
 
+/// Whether `O_TMPFILE` works in the output directory: 0 not tried yet,
+/// 1 yes, 2 no (the filesystem or the kernel lacks it, or `/proc` is not
+/// mounted to name the file with).
+static TMPFILE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+impl Disk {
+    /// Writes a body held whole in memory to an unnamed file (`O_TMPFILE`)
+    /// and links it in under `dest` once complete: one directory operation
+    /// per file instead of the two of create-`.part`-then-rename, which is
+    /// most of what a small file costs the kernel (measured on ext4,
+    /// 10,000 × 10 KiB: the rename alone was 13% of haul's CPU). A file
+    /// never stands under its final name before it is whole, and an
+    /// interrupted write leaves nothing behind at all.
+    ///
+    /// `None` when `O_TMPFILE` is not available here: the caller then takes
+    /// the `.part` route, with nothing written yet.
+    fn place_whole(
+        &mut self,
+        chunks: &[Bytes],
+        dest: &std::path::Path,
+        expect: Option<&str>,
+    ) -> Option<Result<Option<String>, FetchError>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if TMPFILE.load(Relaxed) == 2 {
+            return None;
+        }
+        let disk_error = |path: &std::path::Path, e: io::Error| FetchError::Disk {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let dir = dest.parent()?;
+        let mut file = match open_tmpfile(dir) {
+            Ok(f) => f,
+            Err(e) if tmpfile_unsupported(&e) => {
+                TMPFILE.store(2, Relaxed);
+                return None;
+            }
+            Err(e) => return Some(Err(disk_error(&self.part, e))),
+        };
+        if let Err(e) = write_all_vectored(&mut file, chunks) {
+            return Some(Err(disk_error(&self.part, e)));
+        }
+        let got = self.hasher.take().map(|mut h| {
+            for c in chunks {
+                h.update(c);
+            }
+            hex(h.finish().as_ref())
+        });
+        if let Some(expected) =
+            expect.filter(|e| got.as_ref().is_some_and(|g| !e.eq_ignore_ascii_case(g)))
+        {
+            // Nothing was ever named: dropping the file frees it.
+            return Some(Err(FetchError::Checksum {
+                expected: expected.to_string(),
+                got: got.unwrap_or_default(),
+            }));
+        }
+        match link_tmpfile(&file, dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // A file the plan replaces (`--overwrite`, or an earlier run's
+                // file that did not check out): linking cannot replace, so
+                // link as the partial and rename over it, atomically.
+                let _ = std::fs::remove_file(&self.part);
+                let replaced = link_tmpfile(&file, &self.part)
+                    .and_then(|()| std::fs::rename(&self.part, dest));
+                if let Err(e) = replaced {
+                    let _ = std::fs::remove_file(&self.part);
+                    return Some(Err(disk_error(dest, e)));
+                }
+            }
+            Err(e) if TMPFILE.load(Relaxed) == 0 && tmpfile_unsupported(&e) => {
+                TMPFILE.store(2, Relaxed);
+                // The hash was taken: the `.part` route computes it again.
+                self.hasher = got
+                    .is_some()
+                    .then(|| ring::digest::Context::new(&ring::digest::SHA256));
+                return None;
+            }
+            Err(e) => return Some(Err(disk_error(dest, e))),
+        }
+        TMPFILE.store(1, Relaxed);
+        Some(Ok(got))
+    }
+}
+
+/// Opens an unnamed file in `dir` (made first if a name template asked
+/// for directories).
+fn open_tmpfile(dir: &std::path::Path) -> io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags, CWD};
+    let open = || {
+        rustix::fs::openat(
+            CWD,
+            dir,
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o666),
+        )
+    };
+    let fd = match open() {
+        Err(rustix::io::Errno::NOENT) => {
+            std::fs::create_dir_all(dir)?;
+            open()?
+        }
+        other => other?,
+    };
+    Ok(std::fs::File::from(fd))
+}
+
+/// Gives the unnamed `file` the name `to` (fails if `to` exists), through
+/// its `/proc/self/fd` link as open(2) describes: `AT_EMPTY_PATH` would need
+/// a capability most users do not have.
+fn link_tmpfile(file: &std::fs::File, to: &std::path::Path) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD};
+    use std::os::fd::AsRawFd;
+    let from = format!("/proc/self/fd/{}", file.as_raw_fd());
+    rustix::fs::linkat(CWD, from.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)?;
+    Ok(())
+}
+
+/// Errors that mean "no `O_TMPFILE` here", as opposed to a disk problem.
+fn tmpfile_unsupported(e: &io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(
+            rustix::io::Errno::OPNOTSUPP
+                | rustix::io::Errno::ISDIR
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::NOENT
+                | rustix::io::Errno::XDEV
+                | rustix::io::Errno::PERM
+        )
+    )
+}
+
 /// Creates `path`, and its directories when a name template asked for them.
 fn create_with_parents(path: &std::path::Path) -> io::Result<std::fs::File> {
     match std::fs::File::create(path) {
@@ -1113,6 +1247,13 @@ impl PartWriter {
         let lane = self.lane().await;
         tokio::task::spawn_blocking(move || {
             let _lane = lane;
+            if disk.file.is_none() && disk.append_from == 0 {
+                // The whole body is in memory: no partial to keep for a
+                // resume, so it need not ever have a name of its own.
+                if let Some(done) = disk.place_whole(&chunks, &dest, expect.as_deref()) {
+                    return done;
+                }
+            }
             if disk.file.is_none() || !chunks.is_empty() {
                 disk.write(&chunks)?;
             }

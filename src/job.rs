@@ -200,6 +200,30 @@ fn thread_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> JobErr
     }
 }
 
+/// Whether `dir` holds nothing but haul's job state, and no report file
+/// of this job is to be written inside it (a report could take a name a
+/// download wants).
+fn holds_only_state(dir: &std::path::Path, reports: &ReportFiles) -> bool {
+    let Ok(mut entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let alone = entries.all(|e| e.is_ok_and(|e| e.file_name() == crate::naming::STATE_DIR));
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    // The report's nearest existing ancestor says where it will be.
+    let inside = |p: &Option<PathBuf>| {
+        p.as_ref().is_some_and(|p| {
+            let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            abs.ancestors()
+                .skip(1)
+                .find_map(|a| a.canonicalize().ok())
+                .is_none_or(|a| a.starts_with(&dir))
+        })
+    };
+    alone && !inside(&reports.manifest) && !inside(&reports.failed)
+}
+
 /// Runs a job to the end, or until `stop` is cancelled.
 pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobError> {
     let mut inputs = cfg.inputs.clone();
@@ -217,6 +241,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
         entries = entries.with_kind(crate::source::Kind::Page { depth: 0 });
     }
     fs_err::create_dir_all(&cfg.output).map_err(thread_error(&cfg.output))?;
+    let empty_output = holds_only_state(&cfg.output, &cfg.reports);
     let store = Store::open(&cfg.output)?;
     let recorder = Recorder::create(&cfg.reports, &cfg.keep_columns)?;
     let mut client_cfg = cfg.client.clone();
@@ -277,7 +302,8 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     let (item_tx, mut item_rx) = mpsc::channel::<Item>(1024);
     let mut ledger = Ledger::new(
         store,
-        Planner::new(out, cfg.namer.clone(), cfg.overwrite, cfg.retry_failed),
+        Planner::new(out, cfg.namer.clone(), cfg.overwrite, cfg.retry_failed)
+            .with_empty_output(empty_output),
         recorder,
         progress.clone(),
         cfg.sync,

@@ -103,6 +103,9 @@ pub struct Planner {
     /// Whether the last URL planned was known to the store: a re-run looks
     /// up first, a first run inserts first, and each saves a statement.
     rerun: std::cell::Cell<bool>,
+    /// The output directory held nothing but the job state when the job
+    /// began: no file there predates the job, so none needs looking for.
+    empty_output: bool,
 }
 
 fn failed(text: String, origin: &Origin, reason: &str, error: String) -> Planned {
@@ -151,7 +154,17 @@ impl Planner {
             overwrite,
             retry_failed,
             rerun: std::cell::Cell::new(false),
+            empty_output: false,
         }
+    }
+
+    /// Skips the look for a file that predates the job, one `stat` per item
+    /// (in a directory of a million entries, not a cheap one): the output
+    /// directory had nothing in it but the job state when the job began.
+    /// Names claimed by this job are kept apart by the store.
+    pub fn with_empty_output(mut self, empty: bool) -> Self {
+        self.empty_output = empty;
+        self
     }
 
     /// The output directory.
@@ -352,7 +365,7 @@ impl Planner {
             o.permanent = true;
             return Ok(Planned::Settled(o));
         }
-        if !self.overwrite && item.dest.as_ref().is_some_and(exists) {
+        if !self.overwrite && !self.empty_output && item.dest.as_ref().is_some_and(exists) {
             return Ok(Planned::Settled(settled(item, Status::Skipped, "exists")));
         }
         Ok(Planned::Fetch(item))

@@ -545,6 +545,37 @@ async fn existing_files_are_skipped_unless_overwrite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_inside_the_output_directory_is_not_overwritten() {
+    // An empty output directory spares haul its look for files that
+    // predate the job, unless a report of the job is written in there.
+    let origin = Origin::start(Config::default()).await.unwrap();
+    let s = Scratch::new();
+    let out = s.out();
+    // In a directory that does not exist yet.
+    let report = out.join("file").join("r.jsonl");
+    let urls = [origin.url("/file/a.bin"), origin.url("/file/r.jsonl")];
+    let list = s.list("urls.txt", &urls);
+    let o = run(&[
+        "-i",
+        list.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--name",
+        "{path}/{name}",
+        "--report",
+        report.to_str().unwrap(),
+    ])
+    .await;
+    assert_exit(&o, 0);
+    assert_eq!(s.out_files(), vec!["file/a.bin", "file/r.jsonl"]);
+    assert_eq!(read(out.join("file/a.bin")), expected("/file/a.bin"));
+    let lines = std::fs::read_to_string(&report).unwrap();
+    assert!(lines.contains("\"reason\":\"exists\""), "{lines}");
+    assert_eq!(origin.requests("/file/r.jsonl"), 0);
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn input_is_streamed_from_stdin() {
     use tokio::io::AsyncWriteExt;
     let origin = Origin::start(Config::default()).await.unwrap();
