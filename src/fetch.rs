@@ -413,8 +413,8 @@ pub struct Fetcher {
     pub rules: crate::check::Rules,
     /// How files are named.
     pub namer: crate::naming::Namer,
-    /// Limits disk operations running at once ([`DISK_LANES`]).
-    pub disk_lanes: Arc<tokio::sync::Semaphore>,
+    /// The threads that write files.
+    pub disk: crate::disk::Pool,
     /// Compute each file's SHA-256. It is most of the CPU a small file costs
     /// on machines without SHA extensions, so it is done when something
     /// reads it: a manifest, a checksum column.
@@ -615,8 +615,7 @@ impl Fetcher {
                     .progress
                     .transfer(&dest.rel, length.map(|l| l + append_from));
                 let hash = self.hash || target.expect_sha256.is_some();
-                let mut w =
-                    PartWriter::new(dest.part_path(), append_from, hash, self.disk_lanes.clone());
+                let mut w = PartWriter::new(dest.part_path(), append_from, hash, self.disk.clone());
                 let mut pushed = Ok(());
                 for c in held.drain(..) {
                     pushed = w.push(c).await;
@@ -1119,7 +1118,7 @@ impl Disk {
     }
 }
 
-type Pending = tokio::task::JoinHandle<(Disk, Result<(), FetchError>)>;
+type Pending = crate::disk::Pending<(Disk, Result<(), FetchError>)>;
 
 /// Streams a body to `NAME.part`, overlapping disk writes with the network.
 struct PartWriter {
@@ -1127,20 +1126,10 @@ struct PartWriter {
     pending: Option<Pending>,
     buf: Vec<Bytes>,
     buffered: usize,
-    lanes: Arc<tokio::sync::Semaphore>,
+    pool: crate::disk::Pool,
 }
 
-/// Disk operations (create, write, rename) running at once, all transfers.
-///
-/// Every create and rename takes the output directory's inode lock. With one
-/// blocking thread per finishing transfer (up to `-j` at once), profiles of
-/// 10,000 small files showed a fifth of the CPU spinning on that lock
-/// (rwsem spin in renameat and openat) whenever ext4 was slow to allocate
-/// inodes. Eight lanes bound the spinning; measured on 2 cores, 10,000 ×
-/// 10 KiB: 2 lanes 2.6 s, 8 lanes 1.9 s, 64 lanes 1.9–2.3 s.
-pub const DISK_LANES: usize = 8;
-
-fn join_error(part: &std::path::Path, e: tokio::task::JoinError) -> FetchError {
+fn join_error(part: &std::path::Path, e: crate::disk::Lost) -> FetchError {
     FetchError::Disk {
         path: part.to_path_buf(),
         source: io::Error::other(e),
@@ -1148,14 +1137,9 @@ fn join_error(part: &std::path::Path, e: tokio::task::JoinError) -> FetchError {
 }
 
 impl PartWriter {
-    fn new(
-        part: PathBuf,
-        append_from: u64,
-        hash: bool,
-        lanes: Arc<tokio::sync::Semaphore>,
-    ) -> Self {
+    fn new(part: PathBuf, append_from: u64, hash: bool, pool: crate::disk::Pool) -> Self {
         Self {
-            lanes,
+            pool,
             disk: Some(Disk {
                 part,
                 file: None,
@@ -1199,18 +1183,11 @@ impl PartWriter {
         let mut disk = self.settle().await?;
         let chunks = std::mem::take(&mut self.buf);
         self.buffered = 0;
-        let lane = self.lane().await;
-        self.pending = Some(tokio::task::spawn_blocking(move || {
+        self.pending = Some(self.pool.spawn(move || {
             let r = disk.write(&chunks);
-            drop(lane);
             (disk, r)
         }));
         Ok(())
-    }
-
-    /// Waits for a disk lane; the semaphore is never closed.
-    async fn lane(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.lanes.clone().acquire_owned().await.ok()
     }
 
     /// Writes what is buffered to the `.part` file and leaves it there.
@@ -1229,7 +1206,7 @@ impl PartWriter {
             let created = disk.file.is_some() || disk.append_from > 0;
             drop(disk);
             if created {
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(part)).await;
+                let _ = self.pool.run(move || std::fs::remove_file(part)).await;
             }
         }
     }
@@ -1244,38 +1221,37 @@ impl PartWriter {
         let mut disk = self.settle().await?;
         let chunks = std::mem::take(&mut self.buf);
         let part = disk.part.clone();
-        let lane = self.lane().await;
-        tokio::task::spawn_blocking(move || {
-            let _lane = lane;
-            if disk.file.is_none() && disk.append_from == 0 {
-                // The whole body is in memory: no partial to keep for a
-                // resume, so it need not ever have a name of its own.
-                if let Some(done) = disk.place_whole(&chunks, &dest, expect.as_deref()) {
-                    return done;
+        self.pool
+            .run(move || {
+                if disk.file.is_none() && disk.append_from == 0 {
+                    // The whole body is in memory: no partial to keep for a
+                    // resume, so it need not ever have a name of its own.
+                    if let Some(done) = disk.place_whole(&chunks, &dest, expect.as_deref()) {
+                        return done;
+                    }
                 }
-            }
-            if disk.file.is_none() || !chunks.is_empty() {
-                disk.write(&chunks)?;
-            }
-            drop(disk.file.take());
-            let got = disk.hasher.take().map(|h| hex(h.finish().as_ref()));
-            if let Some(expected) =
-                expect.filter(|e| got.as_ref().is_some_and(|g| !e.eq_ignore_ascii_case(g)))
-            {
-                let _ = std::fs::remove_file(&disk.part);
-                return Err(FetchError::Checksum {
-                    expected,
-                    got: got.unwrap_or_default(),
-                });
-            }
-            std::fs::rename(&disk.part, &dest).map_err(|source| FetchError::Disk {
-                path: dest.clone(),
-                source,
-            })?;
-            Ok(got)
-        })
-        .await
-        .map_err(|e| join_error(&part, e))?
+                if disk.file.is_none() || !chunks.is_empty() {
+                    disk.write(&chunks)?;
+                }
+                drop(disk.file.take());
+                let got = disk.hasher.take().map(|h| hex(h.finish().as_ref()));
+                if let Some(expected) =
+                    expect.filter(|e| got.as_ref().is_some_and(|g| !e.eq_ignore_ascii_case(g)))
+                {
+                    let _ = std::fs::remove_file(&disk.part);
+                    return Err(FetchError::Checksum {
+                        expected,
+                        got: got.unwrap_or_default(),
+                    });
+                }
+                std::fs::rename(&disk.part, &dest).map_err(|source| FetchError::Disk {
+                    path: dest.clone(),
+                    source,
+                })?;
+                Ok(got)
+            })
+            .await
+            .map_err(|e| join_error(&part, e))?
     }
 }
 

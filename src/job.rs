@@ -271,7 +271,8 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
             progress: progress.clone(),
             rules: cfg.rules.clone(),
             namer: cfg.namer.clone(),
-            disk_lanes: Arc::new(Semaphore::new(fetch::DISK_LANES)),
+            disk: crate::disk::Pool::new(crate::disk::threads())
+                .map_err(thread_error(&cfg.output))?,
             hash: cfg.reports.manifest.is_some() || cfg.hash,
         },
         meta_url: cfg.meta_url.clone(),

@@ -4,7 +4,8 @@
 //! [`source`] reads URLs (with [`table`] for datasets and [`template`] for
 //! patterns) → [`plan`] decides what to fetch and where it goes →
 //! [`schedule`] waits for a slot and times retries → [`fetch`] runs one
-//! transfer (with [`check`] on its content) → [`ledger`] records the outcome
+//! transfer (with [`check`] on its content, its file work on [`disk`]
+//! threads) → [`ledger`] records the outcome
 //! in the [`store`] and the [`report`]. [`job`] wires them together;
 //! [`naming`] is the one place paths are built; [`crawl`] reads pages.
 #![warn(missing_docs)]
@@ -12,6 +13,7 @@
 pub mod check;
 pub mod cli;
 pub mod crawl;
+pub mod disk;
 pub mod fetch;
 pub mod job;
 pub mod ledger;

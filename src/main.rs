@@ -39,10 +39,21 @@ fn status(args: haul::cli::StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runtime threads: one CPU is left to the disk threads, the ledger and,
+/// often, the server on the same machine. On 2 cores, 10,000 × 10 KiB from
+/// a local nginx took 8% less CPU with one runtime thread than with two, and
+/// 8 × 256 MiB was no slower.
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
+}
+
 fn download(config: haul::Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("haul-worker")
+        .worker_threads(workers())
         .build()?;
     let finished = runtime.block_on(async {
         let stop = CancellationToken::new();

@@ -149,7 +149,11 @@ async fn crawl_follows_pages_into_titled_folders_within_scope() {
     let before = origin.stats().requests;
     let o = run(&refs).await;
     assert_exit(&o, 0);
-    assert_eq!(origin.stats().requests, before);
+    let again: Vec<String> = origin.log()[before as usize..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(origin.stats().requests, before, "{again:?}");
     origin.stop().await;
 }
 
