@@ -7,10 +7,11 @@
 //! and byte offsets stay true for range resume.
 //!
 //! Disk work never runs on the async runtime. Body chunks are gathered in
-//! memory up to [`FLUSH_AT`] and written by a blocking task while the next
-//! chunks arrive; a small file therefore costs exactly one blocking call that
-//! creates, writes, closes and renames it. The SHA-256 is computed on that
-//! blocking thread too.
+//! memory up to [`FLUSH_AT`] and written on a [`crate::disk`] thread while
+//! the next chunks arrive. A body that arrives whole within [`FLUSH_AT`]
+//! costs one disk job that writes an unnamed `O_TMPFILE` and links it in
+//! under its final name; larger ones go through `NAME.part`, kept for resume.
+//! The SHA-256 is computed on the disk thread too.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
