@@ -880,8 +880,9 @@ async fn drain(mut resp: reqwest::Response) {
     }
 }
 
-/// The file side of a transfer, moved to a blocking thread for each write.
-struct Disk {
+/// The file side of a transfer (its `.part`, or the unnamed file of a body
+/// held whole), moved to a disk thread for each write.
+struct PartFile {
     part: PathBuf,
     file: Option<std::fs::File>,
     // ring's SHA-256 uses the CPU's vector units; measured about twice as
@@ -891,7 +892,7 @@ struct Disk {
     append_from: u64,
 }
 
-impl Disk {
+impl PartFile {
     fn write(&mut self, chunks: &[Bytes]) -> Result<(), FetchError> {
         if self.file.is_none() {
             let f = if self.append_from > 0 {
@@ -926,7 +927,7 @@ impl Disk {
 /// mounted to name the file with).
 static TMPFILE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-impl Disk {
+impl PartFile {
     /// Writes a body held whole in memory to an unnamed file (`O_TMPFILE`)
     /// and links it in under `dest` once complete: one directory operation
     /// per file instead of the two of create-`.part`-then-rename, which is
@@ -1088,7 +1089,7 @@ fn write_all_vectored(file: &mut std::fs::File, chunks: &[Bytes]) -> io::Result<
     Ok(())
 }
 
-impl Disk {
+impl PartFile {
     /// Opens the partial to append to it, hashing the bytes kept so the
     /// final SHA-256 covers the whole file.
     fn reopen(&mut self) -> io::Result<std::fs::File> {
@@ -1119,11 +1120,11 @@ impl Disk {
     }
 }
 
-type Pending = crate::disk::Pending<(Disk, Result<(), FetchError>)>;
+type Pending = crate::disk::Pending<(PartFile, Result<(), FetchError>)>;
 
 /// Streams a body to `NAME.part`, overlapping disk writes with the network.
 struct PartWriter {
-    disk: Option<Disk>,
+    disk: Option<PartFile>,
     pending: Option<Pending>,
     buf: Vec<Bytes>,
     buffered: usize,
@@ -1141,7 +1142,7 @@ impl PartWriter {
     fn new(part: PathBuf, append_from: u64, hash: bool, pool: crate::disk::Pool) -> Self {
         Self {
             pool,
-            disk: Some(Disk {
+            disk: Some(PartFile {
                 part,
                 file: None,
                 hasher: hash.then(|| ring::digest::Context::new(&ring::digest::SHA256)),
@@ -1163,7 +1164,7 @@ impl PartWriter {
     }
 
     /// Takes the disk back from the write in flight, if any.
-    async fn settle(&mut self) -> Result<Disk, FetchError> {
+    async fn settle(&mut self) -> Result<PartFile, FetchError> {
         if let Some(pending) = self.pending.take() {
             let part = self
                 .disk
