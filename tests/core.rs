@@ -75,17 +75,9 @@ async fn permanent_errors_fail_at_once_and_the_rest_arrive() {
     ];
     urls.extend(bad.iter().map(|p| origin.url(p)));
     let list = s.list("urls.txt", &urls);
-    let o = run(&[
-        "-i",
-        list.to_str().unwrap(),
-        "-o",
-        s.out().to_str().unwrap(),
-        "--report",
-        s.path("r.jsonl").to_str().unwrap(),
-        "--failed",
-        s.path("failed.txt").to_str().unwrap(),
-    ])
-    .await;
+    let o = s
+        .fetch(&list, &["--failed", s.path("failed.txt").to_str().unwrap()])
+        .await;
     assert_exit(&o, 1);
     for i in 0..20 {
         assert_eq!(
@@ -265,15 +257,7 @@ async fn same_names_get_distinct_deterministic_names() {
     ];
     let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
     let list = s.list("urls.txt", &urls);
-    let o = run(&[
-        "-i",
-        list.to_str().unwrap(),
-        "-o",
-        s.out().to_str().unwrap(),
-        "--report",
-        s.path("r.jsonl").to_str().unwrap(),
-    ])
-    .await;
+    let o = s.fetch(&list, &[]).await;
     assert_exit(&o, 0);
     // Names follow input order, whatever order the transfers finish in.
     assert_eq!(read(s.out().join("x.bin")), expected(routes[0]));
@@ -331,15 +315,7 @@ async fn manifest_has_one_line_per_input_item() {
         origin.url("/chunked/two.bin?size=20"),
     ];
     let list = s.list("urls.txt", &lines);
-    let o = run(&[
-        "-i",
-        list.to_str().unwrap(),
-        "-o",
-        s.out().to_str().unwrap(),
-        "--report",
-        s.path("r.jsonl").to_str().unwrap(),
-    ])
-    .await;
+    let o = s.fetch(&list, &[]).await;
     assert_exit(&o, 1);
     let manifest = s.manifest("r.jsonl");
     assert_eq!(manifest.len(), 7);

@@ -175,19 +175,17 @@ async fn names_from_metadata_documents() {
     let list = s.list("urls.txt", &urls);
     let out = s.out();
     let meta = origin.url("/{path}/metadata.json");
-    let o = run(&[
-        "-i",
-        list.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--meta-url",
-        &meta,
-        "--name",
-        r#"{stem|upper}-{meta.country|replace(" ","_")}.{ext}"#,
-        "--report",
-        s.path("r.jsonl").to_str().unwrap(),
-    ])
-    .await;
+    let o = s
+        .fetch(
+            &list,
+            &[
+                "--meta-url",
+                &meta,
+                "--name",
+                r#"{stem|upper}-{meta.country|replace(" ","_")}.{ext}"#,
+            ],
+        )
+        .await;
     assert_exit(&o, 1);
     for cc in &codes {
         let name = format!("{}-{}.gif", cc.to_uppercase(), country(cc));
@@ -306,19 +304,17 @@ async fn a_seed_shaped_csv_fetches_every_listed_url_once() {
     std::fs::write(&input, csv).unwrap();
     let out = s.out();
     let failed = s.path("failed.csv");
-    let o = run(&[
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--report",
-        s.path("r.jsonl").to_str().unwrap(),
-        "--failed",
-        failed.to_str().unwrap(),
-        "--keep-columns",
-        "id,user",
-    ])
-    .await;
+    let o = s
+        .fetch(
+            &input,
+            &[
+                "--failed",
+                failed.to_str().unwrap(),
+                "--keep-columns",
+                "id,user",
+            ],
+        )
+        .await;
     assert_exit(&o, 1);
     for url in &want {
         let path = url.split_once(&format!("{}", origin.port())).unwrap().1;
@@ -374,21 +370,19 @@ async fn flags_from_a_csv_of_codes_end_to_end() {
     let base = origin.url("/static");
     let url = format!("{base}/{{col.cc|lower}}/{{col.cc|lower}}.gif");
     let meta = format!("{base}/{{col.cc|lower}}/metadata.json");
-    let o = run(&[
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--url",
-        &url,
-        "--meta-url",
-        &meta,
-        "--name",
-        r#"{col.cc|upper}-{meta.country|replace(" ","_")}.gif"#,
-        "--report",
-        s.path("r.jsonl").to_str().unwrap(),
-    ])
-    .await;
+    let o = s
+        .fetch(
+            &input,
+            &[
+                "--url",
+                &url,
+                "--meta-url",
+                &meta,
+                "--name",
+                r#"{col.cc|upper}-{meta.country|replace(" ","_")}.gif"#,
+            ],
+        )
+        .await;
     assert_exit(&o, 1);
     for cc in flag_codes() {
         let name = format!("{}-{}.gif", cc.to_uppercase(), country(&cc));
@@ -543,18 +537,7 @@ async fn checksums_from_a_column_are_verified() {
     );
     let input = s.path("sums.csv");
     std::fs::write(&input, csv).unwrap();
-    let out = s.out();
-    let o = run(&[
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--checksum-column",
-        "sha256",
-        "--report",
-        s.path("r.jsonl").to_str().unwrap(),
-    ])
-    .await;
+    let o = s.fetch(&input, &["--checksum-column", "sha256"]).await;
     assert_exit(&o, 1);
     assert_eq!(s.out_files(), vec!["good.bin"]);
     let m = s.manifest("r.jsonl");

@@ -165,23 +165,14 @@ async fn files_not_yet_synced_when_a_run_ends_are_checked_by_the_next() {
         .collect();
     let list = s.list("urls.txt", &urls);
     let out = s.out();
-    let report = s.path("r.jsonl");
-    let args = [
-        "-i",
-        list.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ];
-    assert_exit(&run(&args).await, 0);
+    assert_exit(&s.fetch(&list, &[]).await, 0);
     let before = origin.stats().requests;
     let f3 = out.join("f3");
     std::fs::write(&f3, &read(&f3)[..100]).unwrap();
     let mut same_size = read(out.join("f5"));
     same_size[0] ^= 0xff;
     std::fs::write(out.join("f5"), &same_size).unwrap();
-    assert_exit(&run(&args).await, 0);
+    assert_exit(&s.fetch(&list, &[]).await, 0);
     assert_eq!(origin.stats().requests, before + 2);
     assert_eq!(origin.requests("/file/f3"), 2);
     assert_eq!(origin.requests("/file/f5"), 2);

@@ -50,6 +50,22 @@ impl Scratch {
         found
     }
 
+    /// `haul -i INPUT -o out/ --report r.jsonl EXTRA…`, run to the end: the
+    /// command most tests start from.
+    pub async fn fetch(&self, input: &Path, extra: &[&str]) -> Output {
+        let (out, report) = (self.out(), self.path("r.jsonl"));
+        let mut args = vec![
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args).await
+    }
+
     /// The manifest written with `--report`, as JSON values.
     pub fn manifest(&self, name: &str) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path(name))
