@@ -646,7 +646,11 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
             {
                 // A partial that will not be resumed is only litter.
                 let part = dest.part_path();
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(part)).await;
+                let _ = sh
+                    .fetcher
+                    .disk
+                    .run(move || std::fs::remove_file(part))
+                    .await;
             }
         }
     }
