@@ -1,10 +1,10 @@
 //! One transfer: the request, the response checks, and the body streamed to
 //! `NAME.part` and renamed to `NAME` once complete.
 //!
-//! The whole job shares one [`reqwest::Client`] (one connection pool, keep-
-//! alive, HTTP/2 when the server offers it over TLS). It is built without any
-//! decompression feature, so the bytes on disk are the bytes the server sent
-//! and byte offsets stay true for range resume.
+//! The whole job shares one [`crate::http::Client`] (keep-alive pools,
+//! HTTP/2 when the server offers it over TLS, no decompression, so the bytes
+//! on disk are the bytes the server sent and byte offsets stay true for
+//! range resume).
 //!
 //! Disk work never runs on the async runtime. Body chunks are gathered in
 //! memory up to [`FLUSH_AT`] and written on a [`crate::disk`] thread while
@@ -20,12 +20,13 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use reqwest::header::{
-    HeaderMap, CONTENT_DISPOSITION, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
-    RETRY_AFTER,
+    HeaderMap, HeaderValue, CONTENT_DISPOSITION, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED,
+    RANGE, RETRY_AFTER,
 };
-use reqwest::{redirect, Client, StatusCode};
+use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::{Client, Response};
 use crate::ledger::{Claimed, Event};
 use crate::naming::{self, Dest, NameError};
 use crate::plan::{Item, Validators};
@@ -34,62 +35,6 @@ use crate::schedule::parse_retry_after;
 
 /// Bytes gathered in memory before they are handed to a disk write.
 pub const FLUSH_AT: usize = 256 * 1024;
-
-/// Redirects followed before giving up.
-pub const MAX_REDIRECTS: usize = 10;
-
-/// Error bodies read (and thrown away) so the connection can be reused.
-const DRAIN_LIMIT: usize = 64 * 1024;
-
-/// Settings of the shared HTTP client.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// Time allowed to establish a connection.
-    pub connect_timeout: Duration,
-    /// Idle time allowed between bytes.
-    pub read_timeout: Duration,
-    /// `User-Agent`.
-    pub user_agent: String,
-    /// Extra request headers.
-    pub headers: HeaderMap,
-    /// Idle connections kept per host; match the per-host limit.
-    pub pool_per_host: usize,
-}
-
-/// Why the shared client could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot set up the HTTP client: {0}")]
-pub struct ClientError(String);
-
-/// Builds the one client the whole job uses.
-pub fn build_client(cfg: &ClientConfig) -> Result<Client, ClientError> {
-    // reqwest is built without a TLS crypto provider of its own; ring is
-    // installed process-wide (a second call keeps the first provider).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let policy = redirect::Policy::custom(|attempt| {
-        if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-        } else if !matches!(attempt.url().scheme(), "http" | "https") {
-            let scheme = attempt.url().scheme().to_string();
-            attempt.error(format!("redirect to unsupported scheme {scheme}:"))
-        } else {
-            // reqwest drops Authorization and Cookie itself when a redirect
-            // leaves the original host (scheme, host or port changes).
-            attempt.follow()
-        }
-    });
-    Client::builder()
-        .user_agent(cfg.user_agent.clone())
-        .default_headers(cfg.headers.clone())
-        .redirect(policy)
-        .connect_timeout(cfg.connect_timeout)
-        .read_timeout(cfg.read_timeout)
-        .pool_max_idle_per_host(cfg.pool_per_host)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| ClientError(error_chain(&e)))
-}
 
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -244,42 +189,6 @@ impl FetchError {
             Self::Interrupted => "interrupted".into(),
         }
     }
-
-    fn from_reqwest(e: reqwest::Error) -> Self {
-        let (timeout, redirect, connect, builder) = (
-            e.is_timeout(),
-            e.is_redirect(),
-            e.is_connect(),
-            e.is_builder(),
-        );
-        let msg = error_chain(&e.without_url());
-        if timeout {
-            Self::Timeout(msg)
-        } else if redirect {
-            Self::Redirect(msg)
-        } else if connect {
-            Self::Connect(msg)
-        } else if builder {
-            Self::Request(msg)
-        } else {
-            Self::Network(msg)
-        }
-    }
-}
-
-/// An error and its sources, `: `-separated, repeats dropped.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        src = s.source();
-    }
-    out
 }
 
 /// What an item carries from one attempt to the next.
@@ -439,16 +348,18 @@ impl Fetcher {
                 (Some(v), n) if n > 0 => v.if_range().map(str::to_string),
                 _ => None,
             };
-            let mut request = self.client.get(target.url.clone());
+            let mut extra = Vec::new();
             if let Some(v) = &if_range {
-                request = request
-                    .header(RANGE, format!("bytes={}-", target.part_len))
-                    .header(IF_RANGE, v.as_str());
+                let range = HeaderValue::from_str(&format!("bytes={}-", target.part_len));
+                // A validator that is no header value is not one to resume on.
+                if let (Ok(range), Ok(v)) = (range, HeaderValue::from_str(v)) {
+                    extra = vec![(RANGE, range), (IF_RANGE, v)];
+                }
             }
             let resp = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Err(FetchError::Interrupted),
-                r = request.send() => r.map_err(FetchError::from_reqwest)?,
+                r = self.client.get(&target.url, &extra) => r?,
             };
             let status = resp.status();
             let headers = resp.headers();
@@ -475,13 +386,13 @@ impl Fetcher {
                             target.note = Some(format!("resumed at byte {start}"));
                         }
                         _ => {
-                            drain(resp).await;
+                            resp.drain().await;
                             target.restart("the server answered a different range");
                             continue;
                         }
                     }
                 } else if status == StatusCode::RANGE_NOT_SATISFIABLE {
-                    drain(resp).await;
+                    resp.drain().await;
                     target.restart("the server refused the range (416)");
                     continue;
                 } else if status.is_success() {
@@ -491,13 +402,7 @@ impl Fetcher {
                 target.restart("no validator (ETag or Last-Modified) to resume safely");
             }
             if !status.is_success() {
-                let retry_after = header_str(resp.headers(), RETRY_AFTER)
-                    .and_then(|v| parse_retry_after(&v, SystemTime::now()));
-                drain(resp).await;
-                return Err(FetchError::Status {
-                    code: status.as_u16(),
-                    retry_after,
-                });
+                return Err(status_error(resp).await);
             }
             if !target.dest_fixed && !self.namer.is_template() {
                 target.dest_fixed = true;
@@ -506,7 +411,7 @@ impl Fetcher {
                     .and_then(naming::name_from_content_disposition)
                 {
                     if let Some(skip) = self.claim(target, vec![name], status).await? {
-                        drain(resp).await;
+                        resp.drain().await;
                         return Ok(skip);
                     }
                 }
@@ -548,7 +453,7 @@ impl Fetcher {
     async fn body(
         &self,
         target: &mut Target,
-        mut resp: reqwest::Response,
+        mut resp: Response,
         status: StatusCode,
         append_from: u64,
         length: Option<u64>,
@@ -569,7 +474,7 @@ impl Fetcher {
             };
             let chunk = match chunk {
                 Ok(c) => c,
-                Err(e) => break FetchError::from_reqwest(e),
+                Err(e) => break e,
             };
             let done = chunk.is_none();
             if let Some(chunk) = chunk {
@@ -746,7 +651,7 @@ impl Fetcher {
         let resp = tokio::select! {
             biased;
             _ = stop.cancelled() => return Err(FetchError::Interrupted),
-            r = self.client.get(url.clone()).send() => r.map_err(FetchError::from_reqwest)?,
+            r = self.client.get(url, &[]) => r?,
         };
         let status = resp.status();
         if !status.is_success() {
@@ -761,7 +666,7 @@ impl Fetcher {
             let chunk = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Err(FetchError::Interrupted),
-                c = resp.chunk() => c.map_err(FetchError::from_reqwest)?,
+                c = resp.chunk() => c?,
             };
             let Some(chunk) = chunk else { break };
             self.progress
@@ -861,23 +766,12 @@ fn header_str(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<
 
 /// The error for a response with an error status: its code and the wait
 /// its `Retry-After` asks for. The body is drained for the connection's sake.
-async fn status_error(resp: reqwest::Response) -> FetchError {
+async fn status_error(resp: Response) -> FetchError {
     let code = resp.status().as_u16();
     let retry_after = header_str(resp.headers(), RETRY_AFTER)
         .and_then(|v| parse_retry_after(&v, SystemTime::now()));
-    drain(resp).await;
+    resp.drain().await;
     FetchError::Status { code, retry_after }
-}
-
-/// Reads a little of an error response so its connection can be reused.
-async fn drain(mut resp: reqwest::Response) {
-    let mut read = 0;
-    while read < DRAIN_LIMIT {
-        match resp.chunk().await {
-            Ok(Some(c)) => read += c.len(),
-            _ => break,
-        }
-    }
 }
 
 /// The file side of a transfer (its `.part`, or the unnamed file of a body

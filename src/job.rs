@@ -19,7 +19,8 @@ use reqwest::header::HeaderMap;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::fetch::{self, Attempt, ClientConfig, FetchError, Fetcher, Target};
+use crate::fetch::{self, Attempt, FetchError, Fetcher, Target};
+use crate::http::ClientConfig;
 use crate::ledger::{Event, Ledger, LedgerError, Wiring};
 use crate::naming::OutputDir;
 use crate::plan::{Item, Planner};
@@ -114,6 +115,7 @@ impl Config {
                 user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_string(),
                 headers: HeaderMap::new(),
                 pool_per_host: 16,
+                plain_http1: true,
             },
             reports: ReportFiles::default(),
             overwrite: false,
@@ -146,7 +148,7 @@ pub enum JobError {
     Report(#[from] report::ReportError),
     /// The HTTP client could not be built.
     #[error(transparent)]
-    Client(#[from] fetch::ClientError),
+    Client(#[from] crate::http::ClientError),
     /// The job state could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -246,7 +248,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     let recorder = Recorder::create(&cfg.reports, &cfg.keep_columns)?;
     let mut client_cfg = cfg.client.clone();
     client_cfg.pool_per_host = cfg.per_host;
-    let client = fetch::build_client(&client_cfg)?;
+    let client = crate::http::Client::new(&client_cfg)?;
 
     let progress = Progress::new(if cfg.quiet {
         ProgressMode::None

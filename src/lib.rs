@@ -4,8 +4,8 @@
 //! [`source`] reads URLs (with [`table`] for datasets and [`template`] for
 //! patterns) → [`plan`] decides what to fetch and where it goes →
 //! [`schedule`] waits for a slot and times retries → [`fetch`] runs one
-//! transfer (with [`check`] on its content, its file work on [`disk`]
-//! threads) → [`ledger`] records the outcome
+//! transfer (over the [`http`] client, with [`check`] on its content, its
+//! file work on [`disk`] threads) → [`ledger`] records the outcome
 //! in the [`store`] and the [`report`]. [`job`] wires them together;
 //! [`naming`] is the one place paths are built; [`crawl`] reads pages.
 #![warn(missing_docs)]
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod crawl;
 pub mod disk;
 pub mod fetch;
+pub mod http;
 pub mod job;
 pub mod ledger;
 pub mod naming;

@@ -69,7 +69,7 @@ impl Scope {
 
 /// robots.txt of every site a crawl touches, fetched once each.
 pub struct RobotsCache {
-    client: reqwest::Client,
+    client: crate::http::Client,
     agent: String,
     sites: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Robots>>>>>,
     next_slot: Mutex<HashMap<String, Instant>>,
@@ -89,9 +89,25 @@ fn site(url: &Url) -> String {
     )
 }
 
+/// Most of robots.txt read; RFC 9309 §2.5 asks parsers to read at least
+/// 500 KiB, and rules past the limit are ignored.
+const ROBOTS_LIMIT: usize = 512 * 1024;
+
+async fn read_robots(mut resp: crate::http::Response) -> Option<String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.ok()? {
+        body.extend_from_slice(&chunk);
+        if body.len() >= ROBOTS_LIMIT {
+            body.truncate(ROBOTS_LIMIT);
+            break;
+        }
+    }
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
 impl RobotsCache {
     /// A cache that fetches with `client` and matches groups for `agent`.
-    pub fn new(client: reqwest::Client, agent: &str) -> Self {
+    pub fn new(client: crate::http::Client, agent: &str) -> Self {
         Self {
             client,
             agent: agent.to_string(),
@@ -107,16 +123,18 @@ impl RobotsCache {
             sites.entry(key.clone()).or_default().clone()
         };
         cell.get_or_init(|| async {
-            let robots_url = format!("{key}/robots.txt");
-            let resp = self.client.get(&robots_url).send().await;
+            let resp = match Url::parse(&format!("{key}/robots.txt")) {
+                Ok(robots_url) => self.client.get(&robots_url, &[]).await.ok(),
+                Err(_) => None,
+            };
             // RFC 9309 §2.3.1: a 4xx means no rules; a 5xx or an unreachable
             // site means "assume everything is disallowed".
             let robots = match resp {
-                Ok(r) if r.status().is_success() => match r.text().await {
-                    Ok(body) => Robots::parse(&body, &self.agent),
-                    Err(_) => Robots::disallow_all(),
+                Some(r) if r.status().is_success() => match read_robots(r).await {
+                    Some(body) => Robots::parse(&body, &self.agent),
+                    None => Robots::disallow_all(),
                 },
-                Ok(r) if r.status().is_client_error() => Robots::allow_all(),
+                Some(r) if r.status().is_client_error() => Robots::allow_all(),
                 _ => Robots::disallow_all(),
             };
             Arc::new(robots)

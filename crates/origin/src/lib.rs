@@ -31,6 +31,8 @@
 //! | `/robots.txt` | `robots.txt` under [`Config::static_root`], if there is one |
 //! | anything else | 404 |
 //!
+//! Any route given `close=1` in its query answers with `Connection: close`.
+//!
 //! All "content" responses behave like `/file/` (Range, If-Range,
 //! validators, [`Origin::bump`]), and all equal [`expected`] for a fresh
 //! origin, but only `/file/` injects faults. Only GET and HEAD are served

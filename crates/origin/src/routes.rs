@@ -112,6 +112,12 @@ pub(crate) fn respond(
         counters.push_log(log_entry(req, host, reply.status));
     }
 
+    if query_param(req.uri().query(), "close") == Some("1") {
+        reply
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+
     let mut response = Response::new(OriginBody::new(reply.body, in_flight));
     *response.status_mut() = reply.status;
     *response.headers_mut() = reply.headers;

@@ -233,6 +233,7 @@ async fn accept_loop(
 }
 
 async fn serve(stream: TcpStream, shared: Arc<Shared>, builder: Arc<auto::Builder<TokioExecutor>>) {
+    shared.counters.connections.fetch_add(1, Relaxed);
     // Small responses would otherwise wait on Nagle plus delayed ACKs.
     let _ = stream.set_nodelay(true);
     let conn = ConnState::default();

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 pub struct Stats {
     /// Requests received, over both addresses.
     pub requests: u64,
+    /// TCP connections accepted, over both addresses.
+    pub connections: u64,
     /// Most requests in flight at once. A request is in flight from its
     /// arrival until its response body has been fully sent or dropped.
     pub max_in_flight: u64,
@@ -88,6 +90,7 @@ impl Gauge {
 #[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
+    pub(crate) connections: AtomicU64,
     pub(crate) faults: AtomicU64,
     bytes_sent: AtomicU64,
     in_flight: Gauge,
@@ -100,6 +103,7 @@ impl Default for Counters {
     fn default() -> Self {
         Counters {
             requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             in_flight: Gauge::default(),
@@ -159,6 +163,7 @@ impl Counters {
         let hosts = self.hosts.read().unwrap_or_else(PoisonError::into_inner);
         Stats {
             requests: self.requests.load(Relaxed),
+            connections: self.connections.load(Relaxed),
             max_in_flight: self.in_flight.max(),
             in_flight: self.in_flight.current.load(Relaxed),
             max_in_flight_per_host: hosts
