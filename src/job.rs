@@ -563,7 +563,7 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
         drop(permit);
         match result {
             Err(e) if e.is_transient() && attempts <= sh.retries => {
-                let wait = sh.backoff.delay(attempts, e.retry_after());
+                let wait = sh.backoff.delay_after(attempts, &e);
                 if sh.verbose {
                     sh.fetcher.progress.println(&format!(
                         "retry {attempts}/{} in {:.1} s: {}: {e}",

@@ -110,6 +110,22 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// The wait before retry number `retry` (1-based) after `error`.
+    ///
+    /// A connection that broke during the exchange (a reset, a body cut
+    /// short) says nothing of the server's load, so the first retry after
+    /// one goes at once, on a fresh connection, resuming what arrived. In
+    /// the benchmark's faults workload the waits of the files that failed
+    /// last set the job's end. Every other failure, and any second retry,
+    /// backs off.
+    pub fn delay_after(&self, retry: u32, error: &crate::fetch::FetchError) -> Duration {
+        use crate::fetch::FetchError;
+        if retry == 1 && matches!(error, FetchError::Network(_) | FetchError::Truncated { .. }) {
+            return Duration::ZERO;
+        }
+        self.delay(retry, error.retry_after())
+    }
+
     /// The wait before retry number `retry` (1-based). Full jitter (a uniform
     /// draw below the exponential bound) spreads out clients that failed
     /// together, so they do not return together.
@@ -151,6 +167,35 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn only_a_first_broken_connection_is_retried_at_once() {
+        use crate::fetch::FetchError;
+        let b = Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(10),
+            max_retry_after: Duration::from_secs(60),
+        };
+        let broke = FetchError::Network("reset".into());
+        let cut = FetchError::Truncated {
+            got: 1,
+            expected: 2,
+        };
+        assert_eq!(b.delay_after(1, &broke), Duration::ZERO);
+        assert_eq!(b.delay_after(1, &cut), Duration::ZERO);
+        let status = FetchError::Status {
+            code: 503,
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        assert_eq!(b.delay_after(1, &status), Duration::from_secs(7));
+        // Past the first retry, and for anything else, the jittered bound
+        // applies: some draw of many is above zero.
+        let timeout = FetchError::Timeout("slow".into());
+        for (retry, e) in [(2, &broke), (1, &timeout)] {
+            assert!((0..50).any(|_| b.delay_after(retry, e) > Duration::ZERO));
+            assert!((0..50).all(|_| b.delay_after(retry, e) <= Duration::from_secs(2)));
+        }
     }
 
     #[test]
