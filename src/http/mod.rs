@@ -363,16 +363,19 @@ mod tests {
 
     use super::*;
 
-    fn client(plain_http1: bool, read_timeout: Duration) -> Client {
-        Client::new(&ClientConfig {
+    fn config(plain_http1: bool, read_timeout: Duration) -> ClientConfig {
+        ClientConfig {
             connect_timeout: Duration::from_secs(5),
             read_timeout,
             user_agent: "haul-test".into(),
             headers: HeaderMap::new(),
             pool_per_host: 4,
             plain_http1,
-        })
-        .unwrap()
+        }
+    }
+
+    fn client(plain_http1: bool, read_timeout: Duration) -> Client {
+        Client::new(&config(plain_http1, read_timeout)).unwrap()
     }
 
     fn engines() -> [(&'static str, Client); 2] {
@@ -477,12 +480,8 @@ mod tests {
         );
         for plain_http1 in [true, false] {
             let c = Client::new(&ClientConfig {
-                connect_timeout: Duration::from_secs(5),
-                read_timeout: Duration::from_secs(5),
-                user_agent: "haul-test".into(),
                 headers: headers.clone(),
-                pool_per_host: 4,
-                plain_http1,
+                ..config(plain_http1, Duration::from_secs(5))
             })
             .unwrap();
             let resp = c.get(&url(&origin, &hop), &[]).await.unwrap();
