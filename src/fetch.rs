@@ -26,6 +26,7 @@ use reqwest::header::{
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
+use crate::beneath::Root;
 use crate::http::{Client, Response};
 use crate::ledger::{Claimed, Event};
 use crate::naming::{self, Dest, NameError};
@@ -325,6 +326,8 @@ pub struct Fetcher {
     pub namer: crate::naming::Namer,
     /// The threads that write files.
     pub disk: crate::disk::Pool,
+    /// The output directory, where every file operation happens.
+    pub out: Arc<Root>,
     /// Compute each file's SHA-256. It is most of the CPU a small file costs
     /// on machines without SHA extensions, so it is done when something
     /// reads it: a manifest, a checksum column.
@@ -521,7 +524,13 @@ impl Fetcher {
                     .progress
                     .transfer(&dest.rel, length.map(|l| l + append_from));
                 let hash = self.hash || target.expect_sha256.is_some();
-                let mut w = PartWriter::new(dest.part_path(), append_from, hash, self.disk.clone());
+                let mut w = PartWriter::new(
+                    self.out.clone(),
+                    dest,
+                    append_from,
+                    hash,
+                    self.disk.clone(),
+                );
                 let mut pushed = Ok(());
                 for c in held.drain(..) {
                     pushed = w.push(c).await;
@@ -545,13 +554,11 @@ impl Fetcher {
                 if let Some(limit) = self.rules.min_size.filter(|&m| size < m) {
                     break FetchError::TooSmall { limit, size };
                 }
-                let (Some(w), Some(dest)) = (writer.take(), &target.dest) else {
+                let Some(w) = writer.take() else {
                     break FetchError::Name(NameError::Empty(String::new()));
                 };
                 drop(target.slot.take());
-                let sha256 = w
-                    .finish(dest.path.clone(), target.expect_sha256.clone())
-                    .await?;
+                let sha256 = w.finish(target.expect_sha256.clone()).await?;
                 return Ok(Attempt::Saved(Fetched {
                     http_status: status.as_u16(),
                     bytes: size,
@@ -775,8 +782,15 @@ async fn status_error(resp: Response) -> FetchError {
 }
 
 /// The file side of a transfer (its `.part`, or the unnamed file of a body
-/// held whole), moved to a disk thread for each write.
+/// held whole), moved to a disk thread for each write. Every operation goes
+/// through the output directory's handle, never through a link.
 struct PartFile {
+    root: Arc<Root>,
+    /// The final name, relative to the output directory.
+    rel: String,
+    /// The partial's relative name.
+    part_rel: String,
+    /// The partial's full path, for messages.
     part: PathBuf,
     file: Option<std::fs::File>,
     // ring's SHA-256 uses the CPU's vector units; measured about twice as
@@ -792,7 +806,7 @@ impl PartFile {
             let f = if self.append_from > 0 {
                 self.reopen()
             } else {
-                create_with_parents(&self.part)
+                self.root.create(&self.part_rel)
             };
             let f = f.map_err(|source| FetchError::Disk {
                 path: self.part.clone(),
@@ -832,10 +846,10 @@ impl PartFile {
     ///
     /// `None` when `O_TMPFILE` is not available here: the caller then takes
     /// the `.part` route, with nothing written yet.
+    #[cfg(target_os = "linux")]
     fn place_whole(
         &mut self,
         chunks: &[Bytes],
-        dest: &std::path::Path,
         expect: Option<&str>,
     ) -> Option<Result<Option<String>, FetchError>> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -846,8 +860,8 @@ impl PartFile {
             path: path.to_path_buf(),
             source: e,
         };
-        let dir = dest.parent()?;
-        let mut file = match open_tmpfile(dir) {
+        let dest = self.root.display(&self.rel);
+        let (mut file, dir, name) = match self.root.tmpfile(&self.rel) {
             Ok(f) => f,
             Err(e) if tmpfile_unsupported(&e) => {
                 TMPFILE.store(2, Relaxed);
@@ -873,18 +887,21 @@ impl PartFile {
                 got: got.unwrap_or_default(),
             }));
         }
-        match link_tmpfile(&file, dest) {
+        match self.root.link_in(&file, &dir, &name) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // A file the plan replaces (`--overwrite`, or an earlier run's
                 // file that did not check out): linking cannot replace, so
                 // link as the partial and rename over it, atomically.
-                let _ = std::fs::remove_file(&self.part);
-                let replaced = link_tmpfile(&file, &self.part)
-                    .and_then(|()| std::fs::rename(&self.part, dest));
+                let part_name = format!("{name}{}", naming::PART_SUFFIX);
+                let _ = self.root.remove(&self.part_rel);
+                let replaced = self
+                    .root
+                    .link_in(&file, &dir, &part_name)
+                    .and_then(|()| self.root.rename_in(&dir, &part_name, &name));
                 if let Err(e) = replaced {
-                    let _ = std::fs::remove_file(&self.part);
-                    return Some(Err(disk_error(dest, e)));
+                    let _ = self.root.remove(&self.part_rel);
+                    return Some(Err(disk_error(&dest, e)));
                 }
             }
             Err(e) if TMPFILE.load(Relaxed) == 0 && tmpfile_unsupported(&e) => {
@@ -895,44 +912,11 @@ impl PartFile {
                     .then(|| ring::digest::Context::new(&ring::digest::SHA256));
                 return None;
             }
-            Err(e) => return Some(Err(disk_error(dest, e))),
+            Err(e) => return Some(Err(disk_error(&dest, e))),
         }
         TMPFILE.store(1, Relaxed);
         Some(Ok(got))
     }
-}
-
-/// Opens an unnamed file in `dir` (made first if a name template asked
-/// for directories).
-fn open_tmpfile(dir: &std::path::Path) -> io::Result<std::fs::File> {
-    use rustix::fs::{Mode, OFlags, CWD};
-    let open = || {
-        rustix::fs::openat(
-            CWD,
-            dir,
-            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o666),
-        )
-    };
-    let fd = match open() {
-        Err(rustix::io::Errno::NOENT) => {
-            std::fs::create_dir_all(dir)?;
-            open()?
-        }
-        other => other?,
-    };
-    Ok(std::fs::File::from(fd))
-}
-
-/// Gives the unnamed `file` the name `to` (fails if `to` exists), through
-/// its `/proc/self/fd` link as open(2) describes: `AT_EMPTY_PATH` would need
-/// a capability most users do not have.
-fn link_tmpfile(file: &std::fs::File, to: &std::path::Path) -> io::Result<()> {
-    use rustix::fs::{AtFlags, CWD};
-    use std::os::fd::AsRawFd;
-    let from = format!("/proc/self/fd/{}", file.as_raw_fd());
-    rustix::fs::linkat(CWD, from.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)?;
-    Ok(())
 }
 
 /// Errors that mean "no `O_TMPFILE` here", as opposed to a disk problem.
@@ -948,19 +932,6 @@ fn tmpfile_unsupported(e: &io::Error) -> bool {
                 | rustix::io::Errno::PERM
         )
     )
-}
-
-/// Creates `path`, and its directories when a name template asked for them.
-fn create_with_parents(path: &std::path::Path) -> io::Result<std::fs::File> {
-    match std::fs::File::create(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::File::create(path)
-        }
-        other => other,
-    }
 }
 
 /// Writes every chunk with as few `writev` calls as the kernel allows: one
@@ -988,10 +959,7 @@ impl PartFile {
     /// final SHA-256 covers the whole file.
     fn reopen(&mut self) -> io::Result<std::fs::File> {
         use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.part)?;
+        let mut f = self.root.open_partial(&self.part_rel)?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut left = self.append_from;
         while left > 0 {
@@ -1033,11 +1001,20 @@ fn join_error(part: &std::path::Path, e: crate::disk::Lost) -> FetchError {
 }
 
 impl PartWriter {
-    fn new(part: PathBuf, append_from: u64, hash: bool, pool: crate::disk::Pool) -> Self {
+    fn new(
+        root: Arc<Root>,
+        dest: &Dest,
+        append_from: u64,
+        hash: bool,
+        pool: crate::disk::Pool,
+    ) -> Self {
         Self {
             pool,
             disk: Some(PartFile {
-                part,
+                root,
+                rel: dest.rel.clone(),
+                part_rel: dest.part_rel(),
+                part: dest.part_path(),
                 file: None,
                 hasher: hash.then(|| ring::digest::Context::new(&ring::digest::SHA256)),
                 append_from,
@@ -1097,23 +1074,18 @@ impl PartWriter {
     /// Drops what was received and removes the `.part` file.
     async fn discard(mut self) {
         self.buf.clear();
-        if let Ok(disk) = self.settle().await {
-            let part = disk.part.clone();
+        if let Ok(mut disk) = self.settle().await {
             let created = disk.file.is_some() || disk.append_from > 0;
-            drop(disk);
+            drop(disk.file.take());
             if created {
-                let _ = self.pool.run(move || std::fs::remove_file(part)).await;
+                let _ = self.pool.run(move || disk.root.remove(&disk.part_rel)).await;
             }
         }
     }
 
     /// Writes what is left, closes the file and renames it into place, unless
     /// its SHA-256 is not the `expect`ed one (then the partial is removed).
-    async fn finish(
-        mut self,
-        dest: PathBuf,
-        expect: Option<String>,
-    ) -> Result<Option<String>, FetchError> {
+    async fn finish(mut self, expect: Option<String>) -> Result<Option<String>, FetchError> {
         let mut disk = self.settle().await?;
         let chunks = std::mem::take(&mut self.buf);
         let part = disk.part.clone();
@@ -1122,7 +1094,8 @@ impl PartWriter {
                 if disk.file.is_none() && disk.append_from == 0 {
                     // The whole body is in memory: no partial to keep for a
                     // resume, so it need not ever have a name of its own.
-                    if let Some(done) = disk.place_whole(&chunks, &dest, expect.as_deref()) {
+                    #[cfg(target_os = "linux")]
+                    if let Some(done) = disk.place_whole(&chunks, expect.as_deref()) {
                         return done;
                     }
                 }
@@ -1134,16 +1107,18 @@ impl PartWriter {
                 if let Some(expected) =
                     expect.filter(|e| got.as_ref().is_some_and(|g| !e.eq_ignore_ascii_case(g)))
                 {
-                    let _ = std::fs::remove_file(&disk.part);
+                    let _ = disk.root.remove(&disk.part_rel);
                     return Err(FetchError::Checksum {
                         expected,
                         got: got.unwrap_or_default(),
                     });
                 }
-                std::fs::rename(&disk.part, &dest).map_err(|source| FetchError::Disk {
-                    path: dest.clone(),
-                    source,
-                })?;
+                disk.root
+                    .rename(&disk.part_rel, &disk.rel)
+                    .map_err(|source| FetchError::Disk {
+                        path: disk.root.display(&disk.rel),
+                        source,
+                    })?;
                 Ok(got)
             })
             .await

@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use crate::fetch::{self, Attempt, FetchError, Fetcher, Target};
 use crate::http::ClientConfig;
 use crate::ledger::{Event, Ledger, LedgerError, Wiring};
-use crate::naming::OutputDir;
 use crate::plan::{Item, Planner};
 use crate::report::{self, Outcome, Progress, ProgressMode, Recorder, ReportFiles, Status, Tally};
 use crate::schedule::{Backoff, Limits};
@@ -242,7 +241,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     if cfg.crawl.is_some() {
         entries = entries.with_kind(crate::source::Kind::Page { depth: 0 });
     }
-    fs_err::create_dir_all(&cfg.output).map_err(thread_error(&cfg.output))?;
+    let out = Arc::new(crate::beneath::Root::open(&cfg.output).map_err(thread_error(&cfg.output))?);
     let empty_output = holds_only_state(&cfg.output, &cfg.reports);
     let store = Store::open(&cfg.output)?;
     let recorder = Recorder::create(&cfg.reports, &cfg.keep_columns)?;
@@ -255,7 +254,6 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     } else {
         cfg.progress
     });
-    let out = OutputDir::new(cfg.output.clone());
     let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
     let crawl = cfg.crawl.as_ref().map(|c| CrawlShared {
         rules: Arc::new(c.rules.clone()),
@@ -276,6 +274,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
             disk: crate::disk::Pool::new(crate::disk::threads())
                 .map_err(thread_error(&cfg.output))?,
             hash: cfg.reports.manifest.is_some() || cfg.hash,
+            out: out.clone(),
         },
         meta_url: cfg.meta_url.clone(),
         limits: Limits::new(cfg.jobs, cfg.per_host),
@@ -305,7 +304,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     let (item_tx, mut item_rx) = mpsc::channel::<Item>(1024);
     let mut ledger = Ledger::new(
         store,
-        Planner::new(out, cfg.namer.clone(), cfg.overwrite, cfg.retry_failed)
+        Planner::new(out.clone(), cfg.namer.clone(), cfg.overwrite, cfg.retry_failed)
             .with_empty_output(empty_output),
         recorder,
         progress.clone(),
@@ -647,12 +646,9 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
                 .filter(|_| out.permanent && target.part_len > 0)
             {
                 // A partial that will not be resumed is only litter.
-                let part = dest.part_path();
-                let _ = sh
-                    .fetcher
-                    .disk
-                    .run(move || std::fs::remove_file(part))
-                    .await;
+                let part = dest.part_rel();
+                let root = sh.fetcher.out.clone();
+                let _ = sh.fetcher.disk.run(move || root.remove(&part)).await;
             }
         }
     }

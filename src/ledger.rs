@@ -345,7 +345,7 @@ impl Ledger {
                 let answer = match self.planner.claim(&self.store, &components)? {
                     Ok(dest) => {
                         self.store.set_path(id, &dest.rel)?;
-                        if !self.overwrite && dest.path.symlink_metadata().is_ok() {
+                        if !self.overwrite && self.planner.root().exists(&dest.rel) {
                             Ok(Claimed::Exists(dest))
                         } else {
                             Ok(Claimed::Dest(dest))

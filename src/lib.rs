@@ -10,6 +10,7 @@
 //! [`naming`] is the one place paths are built; [`crawl`] reads pages.
 #![warn(missing_docs)]
 
+pub mod beneath;
 pub mod check;
 pub mod cli;
 pub mod crawl;

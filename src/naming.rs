@@ -58,6 +58,11 @@ pub struct Dest {
 }
 
 impl Dest {
+    /// [`Dest::rel`] of the partial file.
+    pub fn part_rel(&self) -> String {
+        format!("{}{PART_SUFFIX}", self.rel)
+    }
+
     /// The path the transfer writes to before renaming to [`Dest::path`].
     pub fn part_path(&self) -> PathBuf {
         let mut s = self.path.clone().into_os_string();

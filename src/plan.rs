@@ -9,6 +9,7 @@
 
 use url::Url;
 
+use crate::beneath::Root;
 use crate::naming::{self, Dest, ItemFields, NameError, Namer, OutputDir};
 use crate::report::{Outcome, Status};
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub enum Planned {
 #[derive(Debug, Clone)]
 pub struct Planner {
     out: OutputDir,
+    root: Arc<Root>,
     namer: Namer,
     overwrite: bool,
     retry_failed: bool,
@@ -116,15 +118,11 @@ fn failed(text: String, origin: &Origin, reason: &str, error: String) -> Planned
     Planned::Settled(o)
 }
 
-fn exists(dest: &Dest) -> bool {
-    dest.path.symlink_metadata().is_ok()
-}
-
 /// Whether the file at `dest` has exactly `bytes` bytes and hashes to
 /// `sha256` (when one was recorded: without one, the size must do).
-fn file_matches(dest: &Dest, bytes: u64, sha256: Option<&str>) -> bool {
+fn file_matches(root: &Root, dest: &Dest, bytes: u64, sha256: Option<&str>) -> bool {
     use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(&dest.path) else {
+    let Ok(mut f) = root.open_read(&dest.rel) else {
         return false;
     };
     if f.metadata().map(|m| m.len()).ok() != Some(bytes) {
@@ -146,10 +144,11 @@ fn file_matches(dest: &Dest, bytes: u64, sha256: Option<&str>) -> bool {
 }
 
 impl Planner {
-    /// A planner writing into `out`.
-    pub fn new(out: OutputDir, namer: Namer, overwrite: bool, retry_failed: bool) -> Self {
+    /// A planner writing into the output directory `root`.
+    pub fn new(root: Arc<Root>, namer: Namer, overwrite: bool, retry_failed: bool) -> Self {
         Self {
-            out,
+            out: OutputDir::new(root.path()),
+            root,
             namer,
             overwrite,
             retry_failed,
@@ -170,6 +169,11 @@ impl Planner {
     /// The output directory.
     pub fn out(&self) -> &OutputDir {
         &self.out
+    }
+
+    /// The open output directory, for looking at what is on disk.
+    pub fn root(&self) -> &Root {
+        &self.root
     }
 
     /// Plans entry number `n` (1-based, input order), recording new items
@@ -365,7 +369,7 @@ impl Planner {
             o.permanent = true;
             return Ok(Planned::Settled(o));
         }
-        if !self.overwrite && !self.empty_output && item.dest.as_ref().is_some_and(exists) {
+        if !self.overwrite && !self.empty_output && item.dest.as_ref().is_some_and(|d| self.root.exists(&d.rel)) {
             return Ok(Planned::Settled(settled(item, Status::Skipped, "exists")));
         }
         Ok(Planned::Fetch(item))
@@ -434,14 +438,11 @@ impl Planner {
         };
         let done = match row.state {
             // Synced: the size is enough to tell the file is still there.
-            State::Ok => dest
-                .path
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.len() == row.bytes),
+            State::Ok => self.root.file_len(&dest.rel, false) == Some(row.bytes),
             // Saved but not synced when the last run ended: trust the file
             // only if it is exactly what was recorded.
             State::Saved => {
-                let ok = file_matches(&dest, row.bytes, row.sha256.as_deref());
+                let ok = file_matches(&self.root, &dest, row.bytes, row.sha256.as_deref());
                 if ok {
                     store.mark_synced(&[row.id])?;
                 }
@@ -457,7 +458,7 @@ impl Planner {
             return Ok(Planned::Settled(o));
         }
         match row.state {
-            State::Skipped if exists(&dest) && !self.overwrite => {
+            State::Skipped if self.root.exists(&dest.rel) && !self.overwrite => {
                 return Ok(Planned::Settled(settled(Status::Skipped, "exists")));
             }
             State::Failed if row.permanent && !self.retry_failed => {
@@ -476,7 +477,9 @@ impl Planner {
         // resuming a partial when the validators allow.
         let resumable = matches!(row.state, State::Pending | State::Failed);
         let part_len = if resumable {
-            dest.part_path().metadata().map(|m| m.len()).unwrap_or(0)
+            // A partial reached through a link, or with another name, is
+            // not ours to append to: it is replaced from byte zero.
+            self.root.file_len(&dest.part_rel(), true).unwrap_or(0)
         } else {
             0
         };
@@ -520,7 +523,7 @@ mod tests {
     fn bad_urls_name_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let p = Planner::new(OutputDir::new(dir.path()), Namer::from_urls(), false, false);
+        let p = Planner::new(Arc::new(Root::open(dir.path()).unwrap()), Namer::from_urls(), false, false);
         let o = outcome(p.plan(&store, entry(7, "not a url"), 7).unwrap());
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().starts_with("list.txt:7: not a URL"));
@@ -533,7 +536,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("old.bin"), b"x").unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let p = Planner::new(OutputDir::new(dir.path()), Namer::from_urls(), false, false);
+        let p = Planner::new(Arc::new(Root::open(dir.path()).unwrap()), Namer::from_urls(), false, false);
         assert!(matches!(
             p.plan(&store, entry(1, "http://h/a.bin#frag"), 1).unwrap(),
             Planned::Fetch(_)
@@ -557,7 +560,7 @@ mod tests {
     #[test]
     fn a_rerun_skips_what_is_done_and_resumes_what_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Planner::new(OutputDir::new(dir.path()), Namer::from_urls(), false, false);
+        let p = Planner::new(Arc::new(Root::open(dir.path()).unwrap()), Namer::from_urls(), false, false);
         let store = Store::open(dir.path()).unwrap();
         let Planned::Fetch(done) = p.plan(&store, entry(1, "http://h/done.bin"), 1).unwrap() else {
             panic!()
@@ -617,7 +620,7 @@ mod tests {
         let o = outcome(p.plan(&store, entry(4, "http://h/404"), 4).unwrap());
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().contains("--retry-failed"));
-        let again = Planner::new(OutputDir::new(dir.path()), Namer::from_urls(), false, true);
+        let again = Planner::new(Arc::new(Root::open(dir.path()).unwrap()), Namer::from_urls(), false, true);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert!(matches!(

@@ -6,19 +6,10 @@ use haul_origin::{expected, Config, Origin};
 
 use crate::util::{assert_exit, read, run, Scratch};
 
-/// The Fluent Python flags dataset shipped in shared/data/flags, beside the
-/// checkout (or above it).
+/// The Fluent Python flags dataset, a fixture in the repository (see its
+/// SOURCE.md).
 pub fn flags_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    root.ancestors()
-        .map(|a| a.join("shared/data/flags"))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "the flags dataset (shared/data/flags) is not beside {}",
-                root.display()
-            )
-        })
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flags")
 }
 
 async fn flags_origin() -> Origin {
