@@ -190,15 +190,13 @@ impl Root {
         (plain && (!sole || st.st_nlink == 1)).then_some(st.st_size as u64)
     }
 
-    /// Whether anything (a file, a directory, a link) stands at `rel`.
-    /// A link on the way there counts as something standing in the way.
+    /// Whether anything (a file, a directory, a link) stands at `rel`. Not
+    /// when a link stands on the way there: writing there fails with a
+    /// message that says so.
     pub fn exists(&self, rel: &str) -> bool {
-        match self.parent(rel, false) {
-            Ok((dir, name)) => {
-                rustix::fs::statat(dir.fd(self), name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
-            }
-            Err(e) => e.kind() != io::ErrorKind::NotFound,
-        }
+        self.parent(rel, false).is_ok_and(|(dir, name)| {
+            rustix::fs::statat(dir.fd(self), name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+        })
     }
 
     /// Opens `rel` to read, not through a link.
@@ -316,7 +314,7 @@ mod tests {
         assert!(err.to_string().contains("symbolic link"), "{err}");
         let err = root.tmpfile("sub/deeper/x.bin").unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
-        assert!(root.exists("sub/x.bin"));
+        assert!(!root.exists("sub/x.bin"));
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 

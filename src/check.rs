@@ -69,6 +69,13 @@ pub struct Rules {
     pub max_size: Option<u64>,
     /// Smallest file allowed.
     pub min_size: Option<u64>,
+    /// Longest one attempt at a transfer may take, request to last byte.
+    pub max_time: Option<std::time::Duration>,
+    /// Slowest average rate (bytes per second) a body may arrive at over
+    /// [`Rules::min_speed_time`] before the attempt is given up.
+    pub min_speed: Option<u64>,
+    /// The window `min_speed` is measured over.
+    pub min_speed_time: std::time::Duration,
 }
 
 /// The type the first bytes of a body show, if they show one.

@@ -169,6 +169,21 @@ pub struct Args {
     #[arg(long, value_name = "S", default_value_t = 30.0)]
     pub read_timeout: f64,
 
+    /// Give up an attempt that takes longer than this, request to last byte
+    /// (seconds). What arrived is kept and the next attempt resumes it.
+    #[arg(long, value_name = "S")]
+    pub max_time: Option<f64>,
+
+    /// Give up an attempt whose body arrives slower than this on average
+    /// over --min-speed-time (bytes per second, or with k, M, G). What
+    /// arrived is kept and the next attempt resumes it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub min_speed: Option<u64>,
+
+    /// The window --min-speed is measured over, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    pub min_speed_time: f64,
+
     /// Write a JSON Lines manifest, one line per input item.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -384,6 +399,12 @@ impl Args {
             accept: self.accept,
             max_size: self.max_size,
             min_size: self.min_size,
+            max_time: self
+                .max_time
+                .map(|s| seconds("--max-time", s))
+                .transpose()?,
+            min_speed: self.min_speed,
+            min_speed_time: seconds("--min-speed-time", self.min_speed_time)?,
         };
         cfg.quiet = self.quiet;
         cfg.verbose = self.verbose;

@@ -359,9 +359,11 @@ impl Fetcher {
                     extra = vec![(RANGE, range), (IF_RANGE, v)];
                 }
             }
+            let deadline = self.rules.max_time.map(|t| tokio::time::Instant::now() + t);
             let resp = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Err(FetchError::Interrupted),
+                () = sleep_until(deadline) => return Err(self.over_time()),
                 r = self.client.get(&target.url, &extra) => r?,
             };
             let status = resp.status();
@@ -442,7 +444,7 @@ impl Fetcher {
                 }
             }
             return self
-                .body(target, resp, status, append_from, length, stop)
+                .body(target, resp, status, append_from, length, deadline, stop)
                 .await;
         }
     }
@@ -453,6 +455,7 @@ impl Fetcher {
     /// when they decide something: the `--accept` check, and the name when
     /// it depends on the detected type. Nothing is written before that, so a
     /// rejected body leaves no file at all.
+    #[allow(clippy::too_many_arguments)]
     async fn body(
         &self,
         target: &mut Target,
@@ -460,6 +463,7 @@ impl Fetcher {
         status: StatusCode,
         append_from: u64,
         length: Option<u64>,
+        deadline: Option<tokio::time::Instant>,
         stop: &CancellationToken,
     ) -> Result<Attempt, FetchError> {
         let content_type = header_str(resp.headers(), reqwest::header::CONTENT_TYPE);
@@ -469,10 +473,12 @@ impl Fetcher {
         let mut writer: Option<PartWriter> = None;
         let mut bar = None;
         let mut got: u64 = 0;
+        let mut speed = self.rules.min_speed.map(|min| SpeedCheck::new(min, self.rules.min_speed_time));
         let failure = loop {
             let chunk = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break FetchError::Interrupted,
+                () = sleep_until(deadline) => break self.over_time(),
                 c = resp.chunk() => c,
             };
             let chunk = match chunk {
@@ -491,6 +497,9 @@ impl Fetcher {
                 }
                 if let Some(limit) = self.rules.max_size.filter(|&m| append_from + got > m) {
                     break FetchError::TooLarge { limit };
+                }
+                if let Some(slow) = speed.as_mut().and_then(|s| s.add(n)) {
+                    break slow;
                 }
                 match &mut writer {
                     Some(w) => {
@@ -583,6 +592,12 @@ impl Fetcher {
             target.part_len = 0;
         }
         Err(failure)
+    }
+
+    /// The error for an attempt past `--max-time`.
+    fn over_time(&self) -> FetchError {
+        let t = self.rules.max_time.unwrap_or_default().as_secs_f64();
+        FetchError::Timeout(format!("the transfer took longer than --max-time {t} s"))
     }
 
     /// Checks the first bytes and, when the name depends on them, names the
@@ -758,6 +773,54 @@ fn concat_head(held: &[Bytes]) -> Vec<u8> {
         }
     }
     head
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `--min-speed`: the bytes of each window, checked as chunks arrive (a
+/// body that stops arriving at all is the read timeout's to catch).
+struct SpeedCheck {
+    min: u64,
+    window: Duration,
+    start: tokio::time::Instant,
+    bytes: u64,
+}
+
+impl SpeedCheck {
+    fn new(min: u64, window: Duration) -> Self {
+        Self {
+            min,
+            window,
+            start: tokio::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `n` bytes; an error once a whole window came in too slowly.
+    fn add(&mut self, n: u64) -> Option<FetchError> {
+        self.bytes += n;
+        let elapsed = self.start.elapsed();
+        if elapsed < self.window {
+            return None;
+        }
+        let rate = self.bytes as f64 / elapsed.as_secs_f64();
+        if rate < self.min as f64 {
+            return Some(FetchError::Timeout(format!(
+                "{rate:.0} B/s over {:.0} s, slower than --min-speed {} B/s",
+                elapsed.as_secs_f64(),
+                self.min
+            )));
+        }
+        self.start = tokio::time::Instant::now();
+        self.bytes = 0;
+        None
+    }
 }
 
 /// Transfers at least this large record their validators in the store as

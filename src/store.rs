@@ -42,6 +42,18 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// Another process is working on the same output directory.
+    #[error(
+        "another haul is working in {dir}{}; wait for it to finish or stop it \
+         (two processes on one job would corrupt each other's files)",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The output directory.
+        dir: PathBuf,
+        /// The process holding the lock, as it wrote in the lock file.
+        pid: Option<u32>,
+    },
     /// `haul status` on a directory without job state.
     #[error(
         "no job state in {0} (expected {0}/.haul/state.db): nothing has been downloaded there"
@@ -198,6 +210,43 @@ CREATE TABLE IF NOT EXISTS items (
 );
 ";
 
+/// Takes the exclusive lock on the job in `state_dir` and writes our pid
+/// in it. The kernel drops an `flock` when its holder exits however it
+/// exits, so a killed run never leaves a stale lock.
+fn lock(out_dir: &Path, state_dir: &Path) -> Result<std::fs::File, StoreError> {
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+    use std::io::{Read, Seek, Write};
+    let path = state_dir.join(LOCK_NAME);
+    let io_error = |source| StoreError::Dir {
+        path: path.clone(),
+        source,
+    };
+    let fd = rustix::fs::open(
+        &path,
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| io_error(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(StoreError::Locked {
+                dir: out_dir.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(e) => return Err(io_error(e.into())),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(io_error)?;
+    Ok(file)
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -205,9 +254,15 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// File name of the job's lock inside [`STATE_DIR`].
+pub const LOCK_NAME: &str = "lock";
+
 /// The job state of one output directory.
 pub struct Store {
     conn: Connection,
+    /// The job's exclusive lock, held for as long as the store is open to
+    /// write (`None` when only reading).
+    _lock: Option<std::fs::File>,
     path: PathBuf,
     run: i64,
     in_tx: bool,
@@ -215,13 +270,24 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store of `out_dir` and starts a new run.
+    /// Takes the job's lock first: a second process on the same output
+    /// directory fails at once with [`StoreError::Locked`].
     pub fn open(out_dir: &Path) -> Result<Store, StoreError> {
         let dir = out_dir.join(STATE_DIR);
-        fs_err::create_dir_all(&dir).map_err(|source| StoreError::Dir {
+        let dir_error = |source| StoreError::Dir {
             path: dir.clone(),
             source,
-        })?;
+        };
+        if dir.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+            return Err(dir_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it is a symbolic link, and haul never writes through one (remove it)",
+            )));
+        }
+        fs_err::create_dir_all(&dir).map_err(dir_error)?;
+        let lock = lock(out_dir, &dir)?;
         let mut store = Self::connect(dir.join(DB_NAME))?;
+        store._lock = Some(lock);
         let run = store.q(|c| {
             c.execute(
                 "INSERT INTO runs (started_at, version) VALUES (?1, ?2)",
@@ -260,6 +326,7 @@ impl Store {
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(Store {
             conn,
+            _lock: None,
             path,
             run: 0,
             in_tx: false,

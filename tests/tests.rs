@@ -8,3 +8,4 @@ mod core;
 mod crawl;
 mod dataset;
 mod resume;
+mod symlinks;
