@@ -262,6 +262,40 @@ impl Root {
     }
 }
 
+/// The device and mount point holding `path`, for messages ("/dev/sda1
+/// at /data"); the path itself where they cannot be found.
+pub fn device_of(path: &Path) -> String {
+    let fallback = || format!("the device holding {}", path.display());
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return fallback();
+        };
+        let (major, minor) = (rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev()));
+        let want = format!("{major}:{minor}");
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return fallback();
+        };
+        // Fields: id parent major:minor root mount-point options... - fstype source ...
+        for line in info.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.get(2) != Some(&want.as_str()) {
+                continue;
+            }
+            let mount = fields.get(4).copied().unwrap_or("?");
+            let source = fields
+                .iter()
+                .position(|f| *f == "-")
+                .and_then(|i| fields.get(i + 2))
+                .copied()
+                .unwrap_or("?");
+            return format!("{source} (mounted at {mount})");
+        }
+    }
+    fallback()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,6 +115,9 @@ pub enum FetchError {
         /// Of the body received.
         got: String,
     },
+    /// The server sent part of the file to a request for all of it.
+    #[error("the server sent only part of the file ({0}) to a request for all of it")]
+    PartialAnswer(String),
     /// robots.txt does not allow the request.
     #[error("{0}")]
     Disallowed(String),
@@ -132,6 +135,15 @@ fn canonical(code: u16) -> String {
 }
 
 impl FetchError {
+    /// Whether the disk is full (or the quota spent): not worth another
+    /// attempt in this run, nor a permanent failure of the item.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            Self::Disk { source, .. } => is_out_of_space(source),
+            _ => false,
+        }
+    }
+
     /// Whether another attempt may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -143,6 +155,7 @@ impl FetchError {
             | Self::Disk { .. }
             | Self::Name(_)
             | Self::Unexpected(_)
+            | Self::PartialAnswer(_)
             | Self::Disallowed(_)
             | Self::Checksum { .. }
             | Self::TooLarge { .. }
@@ -179,9 +192,11 @@ impl FetchError {
             Self::Status { code, .. } => format!("HTTP {code}{}", canonical(*code)),
             Self::Redirect(_) => "redirect".into(),
             Self::Request(_) => "bad request".into(),
+            Self::Disk { source, .. } if is_out_of_space(source) => "no space left".into(),
             Self::Disk { .. } => "disk".into(),
             Self::Name(_) => "bad name".into(),
             Self::Unexpected(t) => format!("unexpected content: {t}"),
+            Self::PartialAnswer(_) => "partial answer".into(),
             Self::TooLarge { .. } => "too large".into(),
             Self::TooSmall { .. } => "too small".into(),
             Self::Meta { source, .. } => format!("metadata: {}", source.reason()),
@@ -190,6 +205,14 @@ impl FetchError {
             Self::Interrupted => "interrupted".into(),
         }
     }
+}
+
+/// Whether an I/O error says the file system is full or the quota spent.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// What an item carries from one attempt to the next.
@@ -275,8 +298,19 @@ impl Target {
     }
 }
 
-/// Parses `Content-Range: bytes START-END/TOTAL` into (START, TOTAL).
-pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+/// A parsed `Content-Range: bytes START-END/TOTAL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    /// First byte.
+    pub start: u64,
+    /// Last byte (inclusive).
+    pub end: u64,
+    /// The whole file's size, when given.
+    pub total: Option<u64>,
+}
+
+/// Parses `Content-Range: bytes START-END/TOTAL`.
+pub fn parse_content_range(value: &str) -> Option<ContentRange> {
     let rest = value.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (start, end) = range.split_once('-')?;
@@ -289,7 +323,39 @@ pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
     if end < start || total.is_some_and(|t| end >= t) {
         return None;
     }
-    Some((start, total))
+    Some(ContentRange { start, end, total })
+}
+
+/// Why a 206 answer to a resume is not the rest of the file we have the
+/// start of: `None` when it is. A server that ignores `If-Range` answers
+/// 206 whatever changed, so its validators and the total are checked here.
+fn resume_mismatch(
+    had: Option<&Validators>,
+    range: Option<ContentRange>,
+    part_len: u64,
+    etag: Option<&str>,
+    last_modified: Option<&str>,
+) -> Option<&'static str> {
+    let Some(range) = range else {
+        return Some("the server's 206 had no valid Content-Range");
+    };
+    if range.start != part_len {
+        return Some("the server answered a different range");
+    }
+    let Some(had) = had else { return None };
+    let differs = |old: Option<&String>, new: Option<&str>| {
+        matches!((old, new), (Some(o), Some(n)) if o != n)
+    };
+    if differs(had.etag.as_ref(), etag) {
+        return Some("the file changed on the server (its ETag differs)");
+    }
+    if differs(had.last_modified.as_ref(), last_modified) {
+        return Some("the file changed on the server (its Last-Modified differs)");
+    }
+    if matches!((had.total, range.total), (Some(o), Some(n)) if o != n) {
+        return Some("the file changed on the server (its size differs)");
+    }
+    None
 }
 
 /// A completed transfer.
@@ -376,26 +442,19 @@ impl Fetcher {
                     let range = header_str(headers, CONTENT_RANGE)
                         .as_deref()
                         .and_then(parse_content_range);
-                    let same_etag = match (&target.validators, &etag) {
-                        (
-                            Some(Validators {
-                                etag: Some(old), ..
-                            }),
-                            Some(new),
-                        ) => old == new,
-                        _ => true,
-                    };
-                    match range {
-                        Some((start, _)) if start == target.part_len && same_etag => {
-                            append_from = start;
-                            target.note = Some(format!("resumed at byte {start}"));
-                        }
-                        _ => {
-                            resp.drain().await;
-                            target.restart("the server answered a different range");
-                            continue;
-                        }
+                    if let Some(why) = resume_mismatch(
+                        target.validators.as_ref(),
+                        range,
+                        target.part_len,
+                        etag.as_deref(),
+                        last_modified.as_deref(),
+                    ) {
+                        resp.drain().await;
+                        target.restart(why);
+                        continue;
                     }
+                    append_from = target.part_len;
+                    target.note = Some(format!("resumed at byte {append_from}"));
                 } else if status == StatusCode::RANGE_NOT_SATISFIABLE {
                     resp.drain().await;
                     target.restart("the server refused the range (416)");
@@ -408,6 +467,21 @@ impl Fetcher {
             }
             if !status.is_success() {
                 return Err(status_error(resp).await);
+            }
+            if status == StatusCode::PARTIAL_CONTENT && append_from == 0 {
+                // A part of the file, to a request for all of it: saving it
+                // would record a short file as whole, unless the part is all.
+                let range = header_str(resp.headers(), CONTENT_RANGE);
+                let whole = range
+                    .as_deref()
+                    .and_then(parse_content_range)
+                    .is_some_and(|r| r.start == 0 && r.total == Some(r.end + 1));
+                if !whole {
+                    resp.drain().await;
+                    return Err(FetchError::PartialAnswer(
+                        range.unwrap_or_else(|| "no Content-Range".into()),
+                    ));
+                }
             }
             if !target.dest_fixed && !self.namer.is_template() {
                 target.dest_fixed = true;
@@ -431,6 +505,7 @@ impl Fetcher {
                 let v = Validators {
                     etag,
                     last_modified,
+                    total: length,
                 };
                 target.validators = v.if_range().is_some().then_some(v);
                 // Only large transfers are worth a store write to resume later.

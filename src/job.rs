@@ -154,6 +154,24 @@ pub enum JobError {
     /// The job state or reports could not be written during the job.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// A report would be written over an input, or over the other report.
+    #[error(
+        "{flag} {} is also {what} {}; haul never writes over its own input: \
+         name the {flag} file differently (e.g. {})",
+        output.display(), input.display(), suggest.display()
+    )]
+    Clobber {
+        /// `--report` or `--failed`.
+        flag: &'static str,
+        /// The report's path.
+        output: PathBuf,
+        /// `the input` or `the other report`, with its flag.
+        what: &'static str,
+        /// The input's path.
+        input: PathBuf,
+        /// A free name to suggest.
+        suggest: PathBuf,
+    },
     /// The output directory could not be created.
     #[error("cannot create output directory {path}: {source}")]
     Output {
@@ -171,6 +189,9 @@ pub struct Finished {
     pub tally: Tally,
     /// Whether it was interrupted before the input was done.
     pub interrupted: bool,
+    /// The job stopped because the disk filled: where (the device and its
+    /// mount point, as well as they could be found).
+    pub no_space: Option<String>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -192,6 +213,9 @@ struct Shared {
     retries: u32,
     stop: CancellationToken,
     verbose: bool,
+    /// Set, with where, by the first transfer that finds the disk full.
+    no_space: Arc<std::sync::Mutex<Option<String>>>,
+    output: PathBuf,
 }
 
 fn thread_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> JobError + '_ {
@@ -225,8 +249,90 @@ fn holds_only_state(dir: &std::path::Path, reports: &ReportFiles) -> bool {
     alone && !inside(&reports.manifest) && !inside(&reports.failed)
 }
 
+/// Where `path` is, as the OS sees it: its device and inode when it
+/// exists, else its directory's canonical path and its name.
+fn identity(path: &std::path::Path) -> Option<Result<(u64, u64), PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        return Some(Ok((m.dev(), m.ino())));
+    }
+    let abs = std::path::absolute(path).ok()?;
+    let dir = abs.parent()?.canonicalize().ok()?;
+    Some(Err(dir.join(abs.file_name()?)))
+}
+
+/// Refuses a report that would be written over an input list or over the
+/// other report (`-i failed.txt --failed failed.txt` would otherwise lose
+/// the list it reads).
+fn refuse_clobber(cfg: &Config) -> Result<(), JobError> {
+    let inputs: Vec<&PathBuf> = cfg
+        .inputs
+        .iter()
+        .filter_map(|i| match i {
+            InputSpec::File(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let reports = [
+        ("--report", &cfg.reports.manifest),
+        ("--failed", &cfg.reports.failed),
+    ];
+    let suggest = |p: &PathBuf| {
+        let stem = p.file_stem().unwrap_or_default().to_string_lossy();
+        let ext = p.extension().map(|e| format!(".{}", e.to_string_lossy()));
+        p.with_file_name(format!("{stem}-2{}", ext.unwrap_or_default()))
+    };
+    for (i, (flag, out)) in reports.iter().enumerate() {
+        let Some(out) = out else { continue };
+        let Some(id) = identity(out) else { continue };
+        let others = inputs.iter().map(|p| ("the input -i", *p)).chain(
+            reports[i + 1..]
+                .iter()
+                .filter_map(|(f, p)| p.as_ref().map(|p| (*f, p))),
+        );
+        for (what, other) in others {
+            if identity(other).as_ref() == Some(&id) {
+                return Err(JobError::Clobber {
+                    flag,
+                    output: out.clone(),
+                    what,
+                    input: other.clone(),
+                    suggest: suggest(out),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The names in the output directory that downloads must not take: the
+/// input lists and reports that live there.
+fn protected_names(root: &std::path::Path, cfg: &Config) -> std::collections::HashSet<String> {
+    let Ok(root) = root.canonicalize() else {
+        return Default::default();
+    };
+    let inputs = cfg.inputs.iter().filter_map(|i| match i {
+        InputSpec::File(p) => Some(p),
+        _ => None,
+    });
+    let reports = [&cfg.reports.manifest, &cfg.reports.failed];
+    inputs
+        .chain(reports.into_iter().flatten())
+        .filter_map(|p| {
+            let abs = std::path::absolute(p).ok()?;
+            let dir = abs.parent()?.canonicalize().ok()?;
+            let rel = dir.join(abs.file_name()?);
+            let rel = rel.strip_prefix(&root).ok()?;
+            Some(rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/"))
+        })
+        .collect()
+}
+
 /// Runs a job to the end, or until `stop` is cancelled.
-pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobError> {
+pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, JobError> {
+    refuse_clobber(&cfg)?;
+    // Stops the job as the user's stop does, and also when the disk fills.
+    let stop = user_stop.child_token();
     let mut inputs = cfg.inputs.clone();
     if cfg.crawl.is_some() {
         // A re-run of a crawl carries on with what the last one found.
@@ -255,6 +361,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
         cfg.progress
     });
     let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
+    let shared_no_space = Arc::new(std::sync::Mutex::new(None));
     let crawl = cfg.crawl.as_ref().map(|c| CrawlShared {
         rules: Arc::new(c.rules.clone()),
         robots: c
@@ -282,6 +389,8 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
         retries: cfg.retries,
         stop: stop.clone(),
         verbose: cfg.verbose,
+        no_space: shared_no_space.clone(),
+        output: cfg.output.clone(),
     });
 
     // Input thread: read lines as they come.
@@ -305,7 +414,8 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
     let mut ledger = Ledger::new(
         store,
         Planner::new(out.clone(), cfg.namer.clone(), cfg.overwrite, cfg.retry_failed)
-            .with_empty_output(empty_output),
+            .with_empty_output(empty_output)
+            .with_protected(protected_names(&cfg.output, &cfg)),
         recorder,
         progress.clone(),
         cfg.sync,
@@ -370,14 +480,22 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Finished, JobEr
         // The ledger thread panicked: a bug, but the job's files are safe.
         _ => Tally::default(),
     };
-    let interrupted = stop.is_cancelled();
+    let interrupted = user_stop.is_cancelled();
+    let no_space = shared_no_space.lock().ok().and_then(|mut n| n.take());
     let elapsed = progress.elapsed();
     if !cfg.quiet {
         eprint!("{}", report::summary(&tally, elapsed, interrupted));
     }
+    if let Some(where_) = &no_space {
+        eprintln!(
+            "haul: no space left on {where_}: stopped starting transfers; free some space \
+             and run the same command again to carry on"
+        );
+    }
     Ok(Finished {
         tally,
         interrupted,
+        no_space,
         elapsed,
     })
 }
@@ -634,7 +752,18 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
                 String::new()
             };
             out.error = Some(format!("{e}{retried}"));
-            out.permanent = !e.is_transient() && !matches!(e, FetchError::Interrupted);
+            out.permanent = !e.is_transient()
+                && !e.is_out_of_space()
+                && !matches!(e, FetchError::Interrupted);
+            if e.is_out_of_space() {
+                // Nothing more will fit: stop starting transfers; what is
+                // not done stays for the next run, once there is room.
+                if let Ok(mut n) = sh.no_space.lock() {
+                    n.get_or_insert_with(|| crate::beneath::device_of(&sh.output));
+                }
+                crate::store::release_reserve(&sh.output);
+                sh.stop.cancel();
+            }
             if sh.verbose {
                 sh.fetcher
                     .progress

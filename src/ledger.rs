@@ -192,7 +192,12 @@ impl Ledger {
                 path: self.planner.out().root().to_path_buf(),
                 source,
             })?;
+        let stop = wiring.stop.clone();
         let result = rt.block_on(self.work(wiring));
+        if result.is_err() {
+            // Nothing more can be recorded: stop the transfers too.
+            stop.cancel();
+        }
         // Whatever happened, what was recorded so far is kept.
         // No closing sync: files saved since the last one stay `saved`, and
         // the next run trusts each only once it has checked it against its
@@ -200,8 +205,11 @@ impl Ledger {
         // writeback made short jobs a third slower (10,000 × 10 KiB on
         // ext4: 1.42 s against 1.07 s), for a check that costs the next run
         // one `stat` per file.
-        self.store.commit()?;
+        // The job's own failure first: a commit after it may fail for the
+        // same cause, and would hide it.
+        let committed = self.store.commit();
         result?;
+        committed?;
         Ok(self.recorder.finish()?)
     }
 
@@ -335,6 +343,7 @@ impl Ledger {
                     id,
                     validators.etag.as_deref(),
                     validators.last_modified.as_deref(),
+                    validators.total,
                 )?;
             }
             Event::Claim {

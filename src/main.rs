@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tokio::signal::unix::SignalKind;
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
@@ -49,6 +50,20 @@ fn workers() -> usize {
         .max(1)
 }
 
+/// Waits for Ctrl-C or SIGTERM; says which.
+async fn signalled(term: &mut Option<tokio::signal::unix::Signal>) -> &'static str {
+    let term = async {
+        match term {
+            Some(t) => t.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = term => "terminated",
+    }
+}
+
 fn download(config: haul::Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -58,14 +73,16 @@ fn download(config: haul::Config) -> anyhow::Result<ExitCode> {
     let finished = runtime.block_on(async {
         let stop = CancellationToken::new();
         let on_signal = stop.clone();
+        // SIGTERM (systemd, Docker, Kubernetes) is handled like Ctrl-C:
+        // transfers in flight are parked, the reports and the summary are
+        // written. A second signal quits at once.
+        let mut term = tokio::signal::unix::signal(SignalKind::terminate()).ok();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nhaul: interrupted; stopping (Ctrl-C again to quit at once)");
-                on_signal.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
+            let how = signalled(&mut term).await;
+            eprintln!("\nhaul: {how}; stopping (Ctrl-C again to quit at once)");
+            on_signal.cancel();
+            signalled(&mut term).await;
+            std::process::exit(130);
         });
         haul::run(config, stop).await
     })?;
@@ -73,7 +90,7 @@ fn download(config: haul::Config) -> anyhow::Result<ExitCode> {
     runtime.shutdown_background();
     Ok(if finished.interrupted {
         ExitCode::from(130)
-    } else if finished.tally.failed > 0 {
+    } else if finished.tally.failed > 0 || finished.no_space.is_some() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

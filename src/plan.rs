@@ -24,6 +24,8 @@ pub struct Validators {
     pub etag: Option<String>,
     /// Last-Modified.
     pub last_modified: Option<String>,
+    /// The whole file's size as the server announced it, when it did.
+    pub total: Option<u64>,
 }
 
 impl Validators {
@@ -108,6 +110,8 @@ pub struct Planner {
     /// The output directory held nothing but the job state when the job
     /// began: no file there predates the job, so none needs looking for.
     empty_output: bool,
+    /// Names no download may take: the job's own inputs and reports.
+    protected: std::collections::HashSet<String>,
 }
 
 fn failed(text: String, origin: &Origin, reason: &str, error: String) -> Planned {
@@ -154,7 +158,16 @@ impl Planner {
             retry_failed,
             rerun: std::cell::Cell::new(false),
             empty_output: false,
+            protected: Default::default(),
         }
+    }
+
+    /// Keeps downloads off these names (relative to the output directory):
+    /// an input list or a report that lives there is never overwritten; a
+    /// download that wants its name gets the next free one (`urls-1.txt`).
+    pub fn with_protected(mut self, names: std::collections::HashSet<String>) -> Self {
+        self.protected = names;
+        self
     }
 
     /// Skips the look for a file that predates the job, one `stat` per item
@@ -327,7 +340,9 @@ impl Planner {
         };
         // A name that cannot be resolved fails the item.
         resolve(&name)?;
-        Ok(naming::candidates(name).filter_map(move |c| resolve(&c).ok()))
+        Ok(naming::candidates(name)
+            .filter_map(move |c| resolve(&c).ok())
+            .filter(|d| !self.protected.contains(&d.rel)))
     }
 
     /// Names an item recorded before without a name (its name is made from
@@ -395,7 +410,7 @@ impl Planner {
                 Ok(d) => d,
                 Err(e) => return Ok(Err(e)),
             };
-            if !store.path_taken(&dest.rel)? {
+            if !self.protected.contains(&dest.rel) && !store.path_taken(&dest.rel)? {
                 return Ok(Ok(dest));
             }
         }
@@ -486,6 +501,7 @@ impl Planner {
         let validators = Validators {
             etag: row.etag,
             last_modified: row.last_modified,
+            total: row.total,
         };
         let validators = (validators.if_range().is_some()).then_some(validators);
         Ok(Planned::Fetch(Item {
@@ -579,7 +595,7 @@ mod tests {
         store.finish(done.id, State::Ok, &fin).unwrap();
         store.finish(gone.id, State::Ok, &fin).unwrap();
         std::fs::write(part.dest.as_ref().unwrap().part_path(), b"123").unwrap();
-        store.started(part.id, Some("\"v1\""), None).unwrap();
+        store.started(part.id, Some("\"v1\""), None, None).unwrap();
         store
             .finish(
                 p.plan(&store, entry(4, "http://h/404"), 4)
@@ -634,11 +650,13 @@ mod tests {
         let v = Validators {
             etag: Some("W/\"x\"".into()),
             last_modified: Some("Tue, 01 Jan 2030 00:00:00 GMT".into()),
+            total: None,
         };
         assert_eq!(v.if_range(), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
         let v = Validators {
             etag: Some("W/\"x\"".into()),
             last_modified: None,
+            total: None,
         };
         assert_eq!(v.if_range(), None);
     }

@@ -42,6 +42,12 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// The disk holding the job state is full.
+    #[error(
+        "no space left for the job state {0}: the job stopped; free some space and run \
+         the same command again to carry on (what was recorded is kept)"
+    )]
+    Full(PathBuf),
     /// Another process is working on the same output directory.
     #[error(
         "another haul is working in {dir}{}; wait for it to finish or stop it \
@@ -53,6 +59,17 @@ pub enum StoreError {
         dir: PathBuf,
         /// The process holding the lock, as it wrote in the lock file.
         pid: Option<u32>,
+    },
+    /// The job state was written by a newer haul.
+    #[error(
+        "job state {path} was written by a newer haul (schema {version}, this one reads \
+         up to {SCHEMA_VERSION}); upgrade haul to carry on with this job"
+    )]
+    Newer {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        version: i64,
     },
     /// `haul status` on a directory without job state.
     #[error(
@@ -116,6 +133,8 @@ pub struct Row {
     pub etag: Option<String>,
     /// Last-Modified of the transfer in progress or done.
     pub last_modified: Option<String>,
+    /// The size the server announced for the transfer in progress.
+    pub total: Option<u64>,
     /// Whether the recorded failure was permanent.
     pub permanent: bool,
     /// Last error.
@@ -196,6 +215,7 @@ CREATE TABLE IF NOT EXISTS items (
     sha256 TEXT,
     etag TEXT,
     last_modified TEXT,
+    total INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     reason TEXT,
@@ -247,6 +267,44 @@ fn lock(out_dir: &Path, state_dir: &Path) -> Result<std::fs::File, StoreError> {
     Ok(file)
 }
 
+/// The schema version this build writes, in `PRAGMA user_version`.
+/// 0: the first release's. 1: `items.total`, the size the server announced
+/// for a transfer in progress, checked against a resumed 206.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Brings a store written by an earlier release up to [`SCHEMA_VERSION`],
+/// one step at a time; refuses one written by a newer release.
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Newer {
+            path: path.to_path_buf(),
+            version,
+        });
+    }
+    if version < 1 {
+        let has_total = conn
+            .prepare("SELECT 1 FROM pragma_table_info('items') WHERE name = 'total'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(err)?;
+        if !has_total {
+            conn.execute_batch("ALTER TABLE items ADD COLUMN total INTEGER")
+                .map_err(err)?;
+        }
+    }
+    if version < SCHEMA_VERSION {
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -257,12 +315,45 @@ fn now() -> i64 {
 /// File name of the job's lock inside [`STATE_DIR`].
 pub const LOCK_NAME: &str = "lock";
 
+/// File name of the job state's reserve inside [`STATE_DIR`]: space held
+/// back so that, when downloads fill the disk, the job state can still
+/// record what happened. Released at the first sign of a full disk.
+pub const RESERVE_NAME: &str = "reserve";
+
+/// Size of the reserve: room for thousands of outcomes in the WAL.
+const RESERVE_BYTES: u64 = 1 << 20;
+
+/// Gives back the job state's reserve in `out_dir`, so the job state can
+/// record what happens on a full disk. Harmless when there is none.
+pub fn release_reserve(out_dir: &Path) -> bool {
+    std::fs::remove_file(out_dir.join(STATE_DIR).join(RESERVE_NAME)).is_ok()
+}
+
+/// Sets the reserve aside (again, after a run that used it); on a disk
+/// that is already full there is none, and nothing else changes.
+fn hold_reserve(state_dir: &Path) {
+    let path = state_dir.join(RESERVE_NAME);
+    if path.symlink_metadata().is_ok_and(|m| m.len() == RESERVE_BYTES) {
+        return;
+    }
+    let made = std::fs::File::create(&path).and_then(|f| {
+        rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, RESERVE_BYTES)
+            .map_err(std::io::Error::from)
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
 /// The job state of one output directory.
 pub struct Store {
     conn: Connection,
     /// The job's exclusive lock, held for as long as the store is open to
     /// write (`None` when only reading).
     _lock: Option<std::fs::File>,
+    /// The output directory, whose reserve a full disk releases (`None`
+    /// when only reading).
+    out_dir: Option<PathBuf>,
     path: PathBuf,
     run: i64,
     in_tx: bool,
@@ -288,6 +379,8 @@ impl Store {
         let lock = lock(out_dir, &dir)?;
         let mut store = Self::connect(dir.join(DB_NAME))?;
         store._lock = Some(lock);
+        hold_reserve(&dir);
+        store.out_dir = Some(out_dir.to_path_buf());
         let run = store.q(|c| {
             c.execute(
                 "INSERT INTO runs (started_at, version) VALUES (?1, ?2)",
@@ -324,19 +417,42 @@ impl Store {
         )
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn, &path)?;
         Ok(Store {
             conn,
             _lock: None,
+            out_dir: None,
             path,
             run: 0,
             in_tx: false,
         })
     }
 
-    fn q<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        f(&self.conn).map_err(|source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
+    fn q<T>(&self, mut f: impl FnMut(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let in_tx = !self.conn.is_autocommit();
+        let mut result = f(&self.conn);
+        let full = |r: &rusqlite::Result<T>| {
+            r.as_ref().err().and_then(rusqlite::Error::sqlite_error_code)
+                == Some(rusqlite::ErrorCode::DiskFull)
+        };
+        if full(&result)
+            && !self.conn.is_autocommit() == in_tx
+            && self.out_dir.as_deref().is_some_and(release_reserve)
+        {
+            // The disk filled (downloads took the space): the reserve is
+            // there so that the job state can still record what happened.
+            // SQLite kept the transaction, so the statement can go again.
+            result = f(&self.conn);
+        }
+        result.map_err(|source| {
+            if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+                StoreError::Full(self.path.clone())
+            } else {
+                StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                }
+            }
         })
     }
 
@@ -359,11 +475,18 @@ impl Store {
         Ok(())
     }
 
-    /// Commits the open batch, if any.
+    /// Commits the open batch, if any. A failed commit ends the batch too
+    /// (rolled back), so the store is never left in a transaction that
+    /// SQLite has already given up.
     pub fn commit(&mut self) -> Result<(), StoreError> {
         if self.in_tx {
-            self.q(|c| c.execute_batch("COMMIT"))?;
             self.in_tx = false;
+            if let Err(e) = self.q(|c| c.execute_batch("COMMIT")) {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -373,7 +496,7 @@ impl Store {
         self.q(|c| {
             c.prepare_cached(
                 "SELECT id, state, path, bytes, sha256, etag, last_modified, permanent,
-                        error, reason, http_status, attempts, seen_run, kind = 'page'
+                        error, reason, http_status, attempts, seen_run, kind = 'page', total
                  FROM items WHERE url = ?1",
             )?
             .query_row([url], row)
@@ -541,13 +664,15 @@ impl Store {
         id: i64,
         etag: Option<&str>,
         last_modified: Option<&str>,
+        total: Option<u64>,
     ) -> Result<(), StoreError> {
         self.q(|c| {
             c.prepare_cached(
-                "UPDATE items SET etag = ?1, last_modified = ?2, state = 'pending', updated_at = ?3
-                 WHERE id = ?4",
+                "UPDATE items SET etag = ?1, last_modified = ?2, total = ?3, state = 'pending',
+                        updated_at = ?4
+                 WHERE id = ?5",
             )?
-            .execute(params![etag, last_modified, now(), id])
+            .execute(params![etag, last_modified, total.map(|t| t as i64), now(), id])
             .map(drop)
         })
     }
@@ -663,6 +788,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         attempts: r.get(11)?,
         seen_run: r.get(12)?,
         is_page: r.get(13)?,
+        total: r.get::<_, Option<i64>>(14)?.map(|t| t as u64),
     })
 }
 
@@ -689,7 +815,7 @@ mod tests {
         let id = s
             .insert("http://h/a", "list", 3, Some("a"), State::Pending)
             .unwrap();
-        s.started(id, Some("\"e1\""), None).unwrap();
+        s.started(id, Some("\"e1\""), None, None).unwrap();
         s.commit().unwrap();
         assert!(s.path_taken("a").unwrap());
         assert!(!s.path_taken("b").unwrap());

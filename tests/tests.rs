@@ -8,4 +8,5 @@ mod core;
 mod crawl;
 mod dataset;
 mod resume;
+mod safety;
 mod symlinks;

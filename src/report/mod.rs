@@ -179,6 +179,8 @@ pub struct ReportError {
 pub struct Recorder {
     manifest: Option<(PathBuf, Manifest)>,
     failed: Option<(PathBuf, Failed)>,
+    /// The files above, renamed into place by [`Recorder::finish`].
+    staged: Vec<Staged>,
     tally: Tally,
     line: Vec<u8>,
 }
@@ -216,18 +218,72 @@ const CSV_FIELDS: [&str; 13] = [
     "note",
 ];
 
-fn create(path: &PathBuf) -> Result<BufWriter<fs_err::File>, ReportError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs_err::create_dir_all(parent).map_err(|source| ReportError {
-            path: path.clone(),
+/// A report file being written under a hidden name beside its own, so the
+/// file it replaces (which may be this job's own input, fed back) is
+/// untouched until the report is complete, and a report is never seen half
+/// written. [`Staged::commit`] renames it into place; dropped uncommitted,
+/// it is removed.
+pub struct Staged {
+    tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl Staged {
+    /// Creates the hidden file for `dest` (and `dest`'s directory).
+    pub fn create(dest: &std::path::Path) -> Result<(Staged, BufWriter<fs_err::File>), ReportError> {
+        let err = |source| ReportError {
+            path: dest.to_path_buf(),
             source,
+        };
+        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(parent) = parent {
+            fs_err::create_dir_all(parent).map_err(err)?;
+        }
+        let name = dest.file_name().ok_or_else(|| {
+            err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a file name",
+            ))
         })?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".haul-{}.tmp", std::process::id()));
+        let tmp = parent.map_or_else(|| PathBuf::from(&tmp_name), |p| p.join(&tmp_name));
+        let file = fs_err::File::create(&tmp).map_err(err)?;
+        let staged = Staged {
+            tmp,
+            dest: dest.to_path_buf(),
+            committed: false,
+        };
+        Ok((staged, BufWriter::with_capacity(1 << 16, file)))
     }
-    let file = fs_err::File::create(path).map_err(|source| ReportError {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(BufWriter::with_capacity(1 << 16, file))
+
+    /// Renames the finished file into place (its writer flushed first).
+    pub fn commit(mut self) -> Result<(), ReportError> {
+        self.committed = true;
+        fs_err::rename(&self.tmp, &self.dest).map_err(|source| ReportError {
+            path: self.dest.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn create(
+    path: &std::path::Path,
+    staged: &mut Vec<Staged>,
+) -> Result<BufWriter<fs_err::File>, ReportError> {
+    let (s, w) = Staged::create(path)?;
+    staged.push(s);
+    Ok(w)
 }
 
 fn is_ext(path: &std::path::Path, ext: &str) -> bool {
@@ -240,10 +296,11 @@ impl Recorder {
     /// before any transfer starts. A manifest named `*.csv` is CSV (with
     /// `keep` columns after the standard ones), any other JSON Lines.
     pub fn create(files: &ReportFiles, keep: &[String]) -> Result<Self, ReportError> {
+        let mut staged = Vec::new();
         let manifest = match &files.manifest {
             None => None,
             Some(path) => {
-                let w = create(path)?;
+                let w = create(path, &mut staged)?;
                 let m = if is_ext(path, "csv") {
                     let mut csv = csv::Writer::from_writer(w);
                     let header = CSV_FIELDS
@@ -263,11 +320,12 @@ impl Recorder {
         };
         let failed = match &files.failed {
             None => None,
-            Some(path) => Some((path.clone(), Failed::Undecided(create(path)?))),
+            Some(path) => Some((path.clone(), Failed::Undecided(create(path, &mut staged)?))),
         };
         Ok(Self {
             manifest,
             failed,
+            staged,
             tally: Tally::default(),
             line: Vec::with_capacity(512),
         })
@@ -344,7 +402,7 @@ impl Recorder {
         Ok(())
     }
 
-    /// Flushes the files and returns the totals.
+    /// Flushes the files, renames them into place and returns the totals.
     pub fn finish(self) -> Result<Tally, ReportError> {
         if let Some((path, m)) = self.manifest {
             let done = match m {
@@ -366,6 +424,9 @@ impl Recorder {
                 path: path.clone(),
                 source,
             })?;
+        }
+        for s in self.staged {
+            s.commit()?;
         }
         Ok(self.tally)
     }

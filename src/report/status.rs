@@ -77,23 +77,16 @@ pub struct JobStatus {
     pub rerun: Rerun,
 }
 
-type Sink = Option<(PathBuf, BufWriter<fs_err::File>)>;
+type Sink = Option<(PathBuf, BufWriter<fs_err::File>, super::Staged)>;
 
 fn open_sink(path: &Option<PathBuf>) -> Result<Sink, ReportError> {
     path.as_ref()
-        .map(|p| {
-            fs_err::File::create(p)
-                .map(|f| (p.clone(), BufWriter::new(f)))
-                .map_err(|source| ReportError {
-                    path: p.clone(),
-                    source,
-                })
-        })
+        .map(|p| super::Staged::create(p).map(|(staged, w)| (p.clone(), w, staged)))
         .transpose()
 }
 
 fn write_line(sink: &mut Sink, line: &str) -> Result<(), ReportError> {
-    if let Some((path, w)) = sink {
+    if let Some((path, w, _)) = sink {
         writeln!(w, "{line}").map_err(|source| ReportError {
             path: path.clone(),
             source,
@@ -196,11 +189,12 @@ pub fn load(
     if let Some(e) = sink_error {
         return Err(e.into());
     }
-    for (path, w) in [&mut report, &mut failed_list].into_iter().flatten() {
+    for (path, mut w, staged) in [report, failed_list].into_iter().flatten() {
         w.flush().map_err(|source| ReportError {
             path: path.clone(),
             source,
         })?;
+        staged.commit()?;
     }
     st.failures = groups
         .into_iter()
