@@ -367,7 +367,10 @@ mod tests {
         root.rename("a/b/c.part", "a/b/c").unwrap();
         assert_eq!(root.file_len("a/b/c", true), Some(2));
         let mut s = String::new();
-        root.open_read("a/b/c").unwrap().read_to_string(&mut s).unwrap();
+        root.open_read("a/b/c")
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
         assert_eq!(s, "12");
         let (mut f, dir, name) = root.tmpfile("a/d/e").unwrap();
         f.write_all(b"345").unwrap();

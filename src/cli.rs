@@ -196,6 +196,11 @@ pub struct Args {
     #[arg(short = 'H', long = "header", value_name = "'K: V'")]
     pub headers: Vec<String>,
 
+    /// Send the -H headers on redirects to other hosts too (by default they
+    /// go only to the host of the URL given, as credentials do).
+    #[arg(long)]
+    pub location_trusted: bool,
+
     /// User-Agent header.
     #[arg(short = 'A', long, value_name = "UA")]
     pub user_agent: Option<String>,
@@ -370,6 +375,7 @@ impl Args {
             headers.append(k, v);
         }
         cfg.client.headers = headers;
+        cfg.client.location_trusted = self.location_trusted;
         if let Some(ua) = self.user_agent {
             cfg.client.user_agent = ua;
         }

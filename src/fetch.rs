@@ -37,6 +37,11 @@ use crate::schedule::parse_retry_after;
 /// Bytes gathered in memory before they are handed to a disk write.
 pub const FLUSH_AT: usize = 256 * 1024;
 
+/// Longest a body that goes to disk anyway keeps what arrived in memory: a
+/// crash (or `kill -9`) costs at most about this much of each transfer,
+/// which on a slow link is far less than [`FLUSH_AT`].
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -342,10 +347,9 @@ fn resume_mismatch(
     if range.start != part_len {
         return Some("the server answered a different range");
     }
-    let Some(had) = had else { return None };
-    let differs = |old: Option<&String>, new: Option<&str>| {
-        matches!((old, new), (Some(o), Some(n)) if o != n)
-    };
+    // Nothing recorded to compare with: the range is all there is to check.
+    let had = had?;
+    let differs = |old: Option<&String>, new: Option<&str>| matches!((old, new), (Some(o), Some(n)) if o != n);
     if differs(had.etag.as_ref(), etag) {
         return Some("the file changed on the server (its ETag differs)");
     }
@@ -488,6 +492,8 @@ impl Fetcher {
                 if let Some(name) = header_str(resp.headers(), CONTENT_DISPOSITION)
                     .as_deref()
                     .and_then(naming::name_from_content_disposition)
+                    // `filename=".."` names nothing: the URL's name stands.
+                    .filter(|n| naming::sanitize_component(n).is_some())
                 {
                     if let Some(skip) = self.claim(target, vec![name], status).await? {
                         resp.drain().await;
@@ -509,7 +515,7 @@ impl Fetcher {
                 };
                 target.validators = v.if_range().is_some().then_some(v);
                 // Only large transfers are worth a store write to resume later.
-                if length.is_none_or(|l| l >= RESUMABLE) {
+                if length.is_none_or(|l| l > RESUMABLE) {
                     if let Some(v) = &target.validators {
                         let _ = self.ledger.send(Event::Started {
                             id: target.id,
@@ -548,7 +554,10 @@ impl Fetcher {
         let mut writer: Option<PartWriter> = None;
         let mut bar = None;
         let mut got: u64 = 0;
-        let mut speed = self.rules.min_speed.map(|min| SpeedCheck::new(min, self.rules.min_speed_time));
+        let mut speed = self
+            .rules
+            .min_speed
+            .map(|min| SpeedCheck::new(min, self.rules.min_speed_time));
         let failure = loop {
             let chunk = tokio::select! {
                 biased;
@@ -608,13 +617,11 @@ impl Fetcher {
                     .progress
                     .transfer(&dest.rel, length.map(|l| l + append_from));
                 let hash = self.hash || target.expect_sha256.is_some();
-                let mut w = PartWriter::new(
-                    self.out.clone(),
-                    dest,
-                    append_from,
-                    hash,
-                    self.disk.clone(),
-                );
+                let mut w =
+                    PartWriter::new(self.out.clone(), dest, append_from, hash, self.disk.clone());
+                // A body that will not fit the in-memory path goes to disk
+                // anyway: write it by time as well as by size from the start.
+                w.eager = append_from > 0 || length.is_none_or(|l| l > FLUSH_AT as u64);
                 let mut pushed = Ok(());
                 for c in held.drain(..) {
                     pushed = w.push(c).await;
@@ -887,7 +894,7 @@ impl SpeedCheck {
         let rate = self.bytes as f64 / elapsed.as_secs_f64();
         if rate < self.min as f64 {
             return Some(FetchError::Timeout(format!(
-                "{rate:.0} B/s over {:.0} s, slower than --min-speed {} B/s",
+                "{rate:.0} B/s over {:.1} s, slower than --min-speed {} B/s",
                 elapsed.as_secs_f64(),
                 self.min
             )));
@@ -898,9 +905,10 @@ impl SpeedCheck {
     }
 }
 
-/// Transfers at least this large record their validators in the store as
-/// soon as they start, so that a later run can resume them.
-pub const RESUMABLE: u64 = 1 << 20;
+/// Transfers larger than this record their validators in the store as soon
+/// as they start, so that a later run can resume them: every body that
+/// goes to `.part` rather than the in-memory path.
+pub const RESUMABLE: u64 = FLUSH_AT as u64;
 
 fn header_str(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
     headers
@@ -1129,6 +1137,10 @@ struct PartWriter {
     buf: Vec<Bytes>,
     buffered: usize,
     pool: crate::disk::Pool,
+    /// Flush by time ([`FLUSH_EVERY`]), not only by size: the body goes
+    /// to `.part` anyway. Set once a first flush by size has happened too.
+    eager: bool,
+    last_flush: std::time::Instant,
 }
 
 fn join_error(part: &std::path::Path, e: crate::disk::Lost) -> FetchError {
@@ -1160,13 +1172,17 @@ impl PartWriter {
             pending: None,
             buf: Vec::new(),
             buffered: 0,
+            eager: false,
+            last_flush: std::time::Instant::now(),
         }
     }
 
     async fn push(&mut self, chunk: Bytes) -> Result<(), FetchError> {
         self.buffered += chunk.len();
         self.buf.push(chunk);
-        if self.buffered >= FLUSH_AT {
+        if self.buffered >= FLUSH_AT || (self.eager && self.last_flush.elapsed() >= FLUSH_EVERY) {
+            self.eager = true;
+            self.last_flush = std::time::Instant::now();
             self.flush().await?;
         }
         Ok(())
@@ -1216,7 +1232,10 @@ impl PartWriter {
             let created = disk.file.is_some() || disk.append_from > 0;
             drop(disk.file.take());
             if created {
-                let _ = self.pool.run(move || disk.root.remove(&disk.part_rel)).await;
+                let _ = self
+                    .pool
+                    .run(move || disk.root.remove(&disk.part_rel))
+                    .await;
             }
         }
     }

@@ -115,6 +115,7 @@ impl Config {
                 headers: HeaderMap::new(),
                 pool_per_host: 16,
                 plain_http1: true,
+                location_trusted: false,
             },
             reports: ReportFiles::default(),
             overwrite: false,
@@ -323,7 +324,10 @@ fn protected_names(root: &std::path::Path, cfg: &Config) -> std::collections::Ha
             let dir = abs.parent()?.canonicalize().ok()?;
             let rel = dir.join(abs.file_name()?);
             let rel = rel.strip_prefix(&root).ok()?;
-            Some(rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/"))
+            Some(
+                rel.to_string_lossy()
+                    .replace(std::path::MAIN_SEPARATOR, "/"),
+            )
         })
         .collect()
 }
@@ -413,9 +417,14 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     let (item_tx, mut item_rx) = mpsc::channel::<Item>(1024);
     let mut ledger = Ledger::new(
         store,
-        Planner::new(out.clone(), cfg.namer.clone(), cfg.overwrite, cfg.retry_failed)
-            .with_empty_output(empty_output)
-            .with_protected(protected_names(&cfg.output, &cfg)),
+        Planner::new(
+            out.clone(),
+            cfg.namer.clone(),
+            cfg.overwrite,
+            cfg.retry_failed,
+        )
+        .with_empty_output(empty_output)
+        .with_protected(protected_names(&cfg.output, &cfg)),
         recorder,
         progress.clone(),
         cfg.sync,
@@ -752,9 +761,8 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
                 String::new()
             };
             out.error = Some(format!("{e}{retried}"));
-            out.permanent = !e.is_transient()
-                && !e.is_out_of_space()
-                && !matches!(e, FetchError::Interrupted);
+            out.permanent =
+                !e.is_transient() && !e.is_out_of_space() && !matches!(e, FetchError::Interrupted);
             if e.is_out_of_space() {
                 // Nothing more will fit: stop starting transfers; what is
                 // not done stays for the next run, once there is room.

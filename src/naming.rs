@@ -125,6 +125,15 @@ pub fn sanitize_component(raw: &str) -> Option<String> {
         truncate: false,
         replacement: "_",
     };
+    let unbidi: String;
+    let raw = if raw.chars().any(is_bidi_control) {
+        // Right-to-left overrides make `evil\u{202E}gpj.exe` show as
+        // `evilexe.jpg`: a name must read as what it is.
+        unbidi = raw.chars().filter(|c| !is_bidi_control(*c)).collect();
+        unbidi.as_str()
+    } else {
+        raw
+    };
     let raw = raw.trim();
     if raw.chars().all(|c| c == '.') {
         return None;
@@ -146,6 +155,15 @@ pub fn sanitize_component(raw: &str) -> Option<String> {
         name.insert(0, '_');
     }
     Some(truncate_name(&name, MAX_NAME))
+}
+
+/// The Unicode bidirectional formatting characters (embeddings, overrides,
+/// isolates and marks), which can make a name display as another.
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// Whether `name` is already a portable file name: short, plain ASCII

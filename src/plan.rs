@@ -205,6 +205,14 @@ impl Planner {
             Ok(t) => t,
             Err(e) => return Ok(with_row(failed(String::new(), &origin, "bad input", e))),
         };
+        if text.is_empty() {
+            // Only a table row gives an empty entry (blank lines of a list
+            // are passed over): a row with an empty URL cell.
+            let mut o = Outcome::new(text, &origin, Status::Skipped);
+            o.reason = Some("no url".into());
+            o.error = Some(format!("{origin}: the row has no URL"));
+            return Ok(with_row(Planned::Settled(o)));
+        }
         let mut url = match Url::parse(&text) {
             Ok(u) => u,
             Err(e) => {
@@ -384,7 +392,10 @@ impl Planner {
             o.permanent = true;
             return Ok(Planned::Settled(o));
         }
-        if !self.overwrite && !self.empty_output && item.dest.as_ref().is_some_and(|d| self.root.exists(&d.rel)) {
+        if !self.overwrite
+            && !self.empty_output
+            && item.dest.as_ref().is_some_and(|d| self.root.exists(&d.rel))
+        {
             return Ok(Planned::Settled(settled(item, Status::Skipped, "exists")));
         }
         Ok(Planned::Fetch(item))
@@ -539,7 +550,12 @@ mod tests {
     fn bad_urls_name_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let p = Planner::new(Arc::new(Root::open(dir.path()).unwrap()), Namer::from_urls(), false, false);
+        let p = Planner::new(
+            Arc::new(Root::open(dir.path()).unwrap()),
+            Namer::from_urls(),
+            false,
+            false,
+        );
         let o = outcome(p.plan(&store, entry(7, "not a url"), 7).unwrap());
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().starts_with("list.txt:7: not a URL"));
@@ -552,7 +568,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("old.bin"), b"x").unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let p = Planner::new(Arc::new(Root::open(dir.path()).unwrap()), Namer::from_urls(), false, false);
+        let p = Planner::new(
+            Arc::new(Root::open(dir.path()).unwrap()),
+            Namer::from_urls(),
+            false,
+            false,
+        );
         assert!(matches!(
             p.plan(&store, entry(1, "http://h/a.bin#frag"), 1).unwrap(),
             Planned::Fetch(_)
@@ -576,7 +597,12 @@ mod tests {
     #[test]
     fn a_rerun_skips_what_is_done_and_resumes_what_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Planner::new(Arc::new(Root::open(dir.path()).unwrap()), Namer::from_urls(), false, false);
+        let p = Planner::new(
+            Arc::new(Root::open(dir.path()).unwrap()),
+            Namer::from_urls(),
+            false,
+            false,
+        );
         let store = Store::open(dir.path()).unwrap();
         let Planned::Fetch(done) = p.plan(&store, entry(1, "http://h/done.bin"), 1).unwrap() else {
             panic!()
@@ -636,7 +662,12 @@ mod tests {
         let o = outcome(p.plan(&store, entry(4, "http://h/404"), 4).unwrap());
         assert_eq!(o.status, Status::Failed);
         assert!(o.error.unwrap().contains("--retry-failed"));
-        let again = Planner::new(Arc::new(Root::open(dir.path()).unwrap()), Namer::from_urls(), false, true);
+        let again = Planner::new(
+            Arc::new(Root::open(dir.path()).unwrap()),
+            Namer::from_urls(),
+            false,
+            true,
+        );
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert!(matches!(

@@ -308,6 +308,14 @@ impl TableReader {
                 .collect(),
             (None, None) => Vec::new(),
         };
+        if urls.is_empty() {
+            // A row without a URL is still a row of the input: it gets its
+            // line in the manifest (skipped, "no url").
+            let mut entry = Entry::new(origin, Ok(String::new()));
+            entry.row = Some(shared);
+            out.push_back(entry);
+            return;
+        }
         for url in urls {
             let mut entry = Entry::new(origin.clone(), url);
             entry.row = Some(shared.clone());
@@ -545,10 +553,17 @@ impl Entries {
                     buf.clear();
                     match lines.read_until(b'\n', buf) {
                         Ok(0) => None,
-                        Ok(_) => Some(match std::str::from_utf8(buf) {
-                            Ok(s) => Ok(s.trim().to_string()),
-                            Err(_) => Err("line is not valid UTF-8".to_string()),
-                        }),
+                        Ok(_) => Some(
+                            match std::str::from_utf8(
+                                // Editors on Windows start a UTF-8 file with a BOM.
+                                buf.strip_prefix(b"\xEF\xBB\xBF".as_slice())
+                                    .filter(|_| input.line == 0)
+                                    .unwrap_or(buf),
+                            ) {
+                                Ok(s) => Ok(s.trim().to_string()),
+                                Err(_) => Err("line is not valid UTF-8".to_string()),
+                            },
+                        ),
                         // A read error ends that input; the entry that
                         // reports it names the file and line.
                         Err(e) => Some(Err(format!("read error: {e}"))),

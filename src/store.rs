@@ -333,7 +333,10 @@ pub fn release_reserve(out_dir: &Path) -> bool {
 /// that is already full there is none, and nothing else changes.
 fn hold_reserve(state_dir: &Path) {
     let path = state_dir.join(RESERVE_NAME);
-    if path.symlink_metadata().is_ok_and(|m| m.len() == RESERVE_BYTES) {
+    if path
+        .symlink_metadata()
+        .is_ok_and(|m| m.len() == RESERVE_BYTES)
+    {
         return;
     }
     let made = std::fs::File::create(&path).and_then(|f| {
@@ -432,11 +435,13 @@ impl Store {
         let in_tx = !self.conn.is_autocommit();
         let mut result = f(&self.conn);
         let full = |r: &rusqlite::Result<T>| {
-            r.as_ref().err().and_then(rusqlite::Error::sqlite_error_code)
+            r.as_ref()
+                .err()
+                .and_then(rusqlite::Error::sqlite_error_code)
                 == Some(rusqlite::ErrorCode::DiskFull)
         };
         if full(&result)
-            && !self.conn.is_autocommit() == in_tx
+            && self.conn.is_autocommit() != in_tx
             && self.out_dir.as_deref().is_some_and(release_reserve)
         {
             // The disk filled (downloads took the space): the reserve is
@@ -672,7 +677,13 @@ impl Store {
                         updated_at = ?4
                  WHERE id = ?5",
             )?
-            .execute(params![etag, last_modified, total.map(|t| t as i64), now(), id])
+            .execute(params![
+                etag,
+                last_modified,
+                total.map(|t| t as i64),
+                now(),
+                id
+            ])
             .map(drop)
         })
     }

@@ -489,7 +489,16 @@ fn open_stream(
     } else {
         reader
     };
-    let lines = Lines::new(Box::new(BufReader::with_capacity(1 << 16, reader)));
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    // A UTF-8 byte order mark (Excel writes one) is not part of the first
+    // column's name.
+    if reader
+        .fill_buf()
+        .is_ok_and(|b| b.starts_with(b"\xEF\xBB\xBF"))
+    {
+        reader.consume(3);
+    }
+    let lines = Lines::new(Box::new(reader));
     let (kind, columns, header) = match format {
         Format::Txt => (
             Kind::Txt(lines),

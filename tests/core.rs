@@ -522,8 +522,8 @@ async fn existing_files_are_skipped_unless_overwrite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_inside_the_output_directory_is_not_overwritten() {
-    // An empty output directory spares haul its look for files that
-    // predate the job, unless a report of the job is written in there.
+    // A report of the job written in the output directory keeps its name
+    // from the downloads.
     let origin = Origin::start(Config::default()).await.unwrap();
     let s = Scratch::new();
     let out = s.out();
@@ -543,11 +543,16 @@ async fn a_report_inside_the_output_directory_is_not_overwritten() {
     ])
     .await;
     assert_exit(&o, 0);
-    assert_eq!(s.out_files(), vec!["file/a.bin", "file/r.jsonl"]);
+    // The download that wanted the report's name takes the next free one.
+    assert_eq!(
+        s.out_files(),
+        vec!["file/a.bin", "file/r-1.jsonl", "file/r.jsonl"]
+    );
     assert_eq!(read(out.join("file/a.bin")), expected("/file/a.bin"));
+    assert_eq!(read(out.join("file/r-1.jsonl")), expected("/file/r.jsonl"));
     let lines = std::fs::read_to_string(&report).unwrap();
-    assert!(lines.contains("\"reason\":\"exists\""), "{lines}");
-    assert_eq!(origin.requests("/file/r.jsonl"), 0);
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert!(lines.contains("\"path\":\"file/r-1.jsonl\""), "{lines}");
     origin.stop().await;
 }
 

@@ -539,3 +539,59 @@ async fn checksums_from_a_column_are_verified() {
     assert_eq!(bad["reason"], "checksum mismatch");
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_order_mark_is_not_part_of_the_first_line_or_column() {
+    let origin = Origin::start(Config::default()).await.unwrap();
+    let s = Scratch::new();
+    let list = s.path("bom.txt");
+    let text = format!(
+        "\u{feff}{}\n{}\n",
+        origin.url("/file/a"),
+        origin.url("/file/b")
+    );
+    std::fs::write(&list, text).unwrap();
+    let o = s.fetch(&list, &[]).await;
+    assert_exit(&o, 0);
+    assert_eq!(s.out_files(), vec!["a", "b"]);
+    let csv = s.path("bom.csv");
+    let text = format!("\u{feff}url,id\n{},1\n", origin.url("/file/c"));
+    std::fs::write(&csv, text).unwrap();
+    let o = s.fetch(&csv, &["--column", "url"]).await;
+    assert_exit(&o, 0);
+    assert_eq!(s.out_files(), vec!["a", "b", "c"]);
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_gets_a_manifest_line_even_without_a_url() {
+    let origin = Origin::start(Config::default()).await.unwrap();
+    let s = Scratch::new();
+    let csv = s.path("rows.csv");
+    let text = format!(
+        "id,url\n1,{}\n2,\n3,{}\n",
+        origin.url("/file/a"),
+        origin.url("/file/b")
+    );
+    std::fs::write(&csv, text).unwrap();
+    let o = s.fetch(&csv, &[]).await;
+    assert_exit(&o, 0);
+    let m = s.manifest("r.jsonl");
+    assert_eq!(m.len(), 3, "{m:?}");
+    let empty = m.iter().find(|l| l["line"] == 3).unwrap();
+    assert_eq!(empty["status"], "skipped");
+    assert_eq!(empty["reason"], "no url");
+    let jsonl = s.path("rows.jsonl");
+    let text = format!(
+        "{{\"url\": \"{}\"}}\n{{\"other\": 1}}\n",
+        origin.url("/file/c")
+    );
+    std::fs::write(&jsonl, text).unwrap();
+    let o = s.fetch(&jsonl, &["--column", "url"]).await;
+    assert_exit(&o, 0);
+    let m = s.manifest("r.jsonl");
+    assert_eq!(m.len(), 2, "{m:?}");
+    let empty = m.iter().find(|l| l["line"] == 2).unwrap();
+    assert_eq!(empty["reason"], "no url");
+    origin.stop().await;
+}

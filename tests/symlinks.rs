@@ -41,7 +41,11 @@ impl Elsewhere {
 #[track_caller]
 fn assert_plain_file(path: &Path, want: &[u8]) {
     let meta = path.symlink_metadata().unwrap();
-    assert!(meta.file_type().is_file(), "{} is not a plain file", path.display());
+    assert!(
+        meta.file_type().is_file(),
+        "{} is not a plain file",
+        path.display()
+    );
     assert_eq!(read(path), want, "{}", path.display());
 }
 
@@ -130,7 +134,9 @@ async fn a_linked_directory_is_refused_with_a_message() {
     }
     // Once the link is gone, a retry writes where the name said.
     std::fs::remove_file(s.out().join("sub")).unwrap();
-    let o = s.fetch(&list, &["--name", "sub/{name}", "--retry-failed"]).await;
+    let o = s
+        .fetch(&list, &["--name", "sub/{name}", "--retry-failed"])
+        .await;
     assert_exit(&o, 0);
     assert_plain_file(&s.out().join("sub/small.bin"), &expected(small));
     assert_plain_file(&s.out().join("sub/big.bin"), &expected(big));
@@ -145,7 +151,11 @@ async fn a_linked_directory_is_refused_with_a_message() {
     assert_exit(&o, 1);
     away.assert_untouched();
     let m = s.manifest("r.jsonl");
-    assert!(m.iter().all(|l| l["error"].as_str().unwrap().contains("\"a/b\"")), "{m:?}");
+    assert!(
+        m.iter()
+            .all(|l| l["error"].as_str().unwrap().contains("\"a/b\"")),
+        "{m:?}"
+    );
     origin.stop().await;
 }
 

@@ -15,13 +15,14 @@
 //! only those layers. TLS and HTTP/2 stay with reqwest, where the
 //! handshake and the cipher cost far more than they do.
 //!
-//! Redirects on the plain path are followed here with reqwest's rules: at
+//! Redirects are followed here, for both engines, with reqwest's rules: at
 //! most [`MAX_REDIRECTS`], `http` and `https` only, `Referer` set, and the
 //! credentials (`Authorization`, `Cookie`…) dropped once the chain leaves
-//! the origin it started on. A redirect to `https` hands the rest of the
-//! chain to reqwest, with the headers as they stand. For that reason the
-//! user's headers are added to each request here, not as reqwest's default
-//! headers, which reqwest would send to the new origin.
+//! the origin it started on. The user's own `-H` headers are dropped there
+//! too, as curl does, unless `--location-trusted`: an API key sent to a
+//! host the user named must not follow a redirect to one they did not.
+//! reqwest's redirect policy cannot drop a header it does not know to be
+//! sensitive, so reqwest is asked not to follow redirects at all.
 
 mod plain;
 
@@ -61,6 +62,8 @@ pub struct ClientConfig {
     /// Fetch plain `http://` through `plain` rather than reqwest. It is
     /// off anyway when the environment names a proxy.
     pub plain_http1: bool,
+    /// Send the user's headers on a redirect to another host too.
+    pub location_trusted: bool,
 }
 
 /// Why the shared client could not be built.
@@ -75,6 +78,7 @@ pub struct Client {
     plain: Option<Arc<plain::Pool>>,
     /// The user's headers (`-H`), sent with every request.
     headers: Arc<HeaderMap>,
+    location_trusted: bool,
 }
 
 /// The reqwest client, built when the first request needs it when the
@@ -104,21 +108,10 @@ fn build_web(cfg: &ClientConfig) -> Result<reqwest::Client, ClientError> {
     // reqwest is built without a TLS crypto provider of its own; ring is
     // installed process-wide (a second call keeps the first provider).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let policy = redirect::Policy::custom(|attempt| {
-        if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-        } else if !matches!(attempt.url().scheme(), "http" | "https") {
-            let scheme = attempt.url().scheme().to_string();
-            attempt.error(format!("redirect to unsupported scheme {scheme}:"))
-        } else {
-            // reqwest drops Authorization and Cookie itself when a
-            // redirect leaves the original host (scheme, host or port).
-            attempt.follow()
-        }
-    });
     reqwest::Client::builder()
         .user_agent(cfg.user_agent.clone())
-        .redirect(policy)
+        // Followed by `Client::get`, for both engines alike.
+        .redirect(redirect::Policy::none())
         .connect_timeout(cfg.connect_timeout)
         .read_timeout(cfg.read_timeout)
         .pool_max_idle_per_host(cfg.pool_per_host)
@@ -147,6 +140,7 @@ impl Client {
             }),
             plain,
             headers: Arc::new(cfg.headers.clone()),
+            location_trusted: cfg.location_trusted,
         })
     }
 
@@ -166,21 +160,23 @@ impl Client {
         let mut url = Cow::Borrowed(url);
         let mut hops = 0;
         loop {
-            let Some(pool) = self.plain.as_ref().filter(|_| plain::serves(&url)) else {
-                let resp = self
-                    .web
-                    .client()
-                    .await?
-                    .get(url.into_owned())
-                    .headers(headers.into_owned())
-                    .send()
-                    .await
-                    .map_err(from_reqwest)?;
-                return Ok(Response::Web(resp));
+            let resp = match self.plain.as_ref().filter(|_| plain::serves(&url)) {
+                Some(pool) => {
+                    Response::Plain(pool.get(&url, &headers).await?, url.clone().into_owned())
+                }
+                None => Response::Web(
+                    self.web
+                        .client()
+                        .await?
+                        .get(url.as_ref().clone())
+                        .headers(headers.as_ref().clone())
+                        .send()
+                        .await
+                        .map_err(from_reqwest)?,
+                ),
             };
-            let resp = pool.get(&url, &headers).await?;
             let Some(next) = redirect_target(&url, resp.status(), resp.headers())? else {
-                return Ok(Response::Plain(resp, url.into_owned()));
+                return Ok(resp);
             };
             hops += 1;
             if hops > MAX_REDIRECTS {
@@ -194,13 +190,18 @@ impl Client {
                     h.remove(name);
                 }
                 h.remove("cookie2");
+                if !self.location_trusted {
+                    for name in self.headers.keys() {
+                        h.remove(name);
+                    }
+                }
             }
             match referer(&url, &next) {
                 Some(r) => h.insert(REFERER, r),
                 None => h.remove(REFERER),
             };
             // Read the little a redirect carries, so its connection is reused.
-            Response::Plain(resp, url.into_owned()).drain().await;
+            resp.drain().await;
             url = Cow::Owned(next);
         }
     }
@@ -371,6 +372,7 @@ mod tests {
             headers: HeaderMap::new(),
             pool_per_host: 4,
             plain_http1,
+            location_trusted: false,
         }
     }
 

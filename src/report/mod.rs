@@ -231,7 +231,9 @@ pub struct Staged {
 
 impl Staged {
     /// Creates the hidden file for `dest` (and `dest`'s directory).
-    pub fn create(dest: &std::path::Path) -> Result<(Staged, BufWriter<fs_err::File>), ReportError> {
+    pub fn create(
+        dest: &std::path::Path,
+    ) -> Result<(Staged, BufWriter<fs_err::File>), ReportError> {
         let err = |source| ReportError {
             path: dest.to_path_buf(),
             source,

@@ -315,7 +315,7 @@ mod tests {
             fail("timeout", false),
         );
         let p = add("http://a.test/7", "7", State::Pending, Finish::default());
-        store.started(p, Some("\"e\""), None).unwrap();
+        store.started(p, Some("\"e\""), None, None).unwrap();
         add("http://a.test/8", "8", State::Pending, Finish::default());
         drop(store);
 

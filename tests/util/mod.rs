@@ -1,5 +1,7 @@
 //! The test harness: run the binary, read what it left behind.
 
+pub mod raw;
+
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
