@@ -70,16 +70,40 @@ async fn a_report_named_like_an_input_is_refused_and_the_input_kept() {
 async fn reports_replace_their_file_only_when_complete() {
     let origin = Origin::start(Config::default()).await.unwrap();
     let s = Scratch::new();
-    let list = s.list("urls.txt", &[origin.url("/status/404/a")]);
+    let slow = "/drip/slow.bin?size=100000&chunk=10000&delay_ms=100";
+    let list = s.list(
+        "urls.txt",
+        &[origin.url("/status/404/a"), origin.url(slow)],
+    );
     std::fs::write(s.path("r.jsonl"), "old report\n").unwrap();
     std::fs::write(s.path("failed.txt"), "old list\n").unwrap();
-    let o = s
-        .fetch(&list, &["--failed", s.path("failed.txt").to_str().unwrap()])
-        .await;
+    let (out, report, failed) = (s.out(), s.path("r.jsonl"), s.path("failed.txt"));
+    let child = haul(&[
+        "-i",
+        list.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--failed",
+        failed.to_str().unwrap(),
+    ])
+    .spawn()
+    .unwrap();
+    // While the job runs, the old files are whole.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.out().join(".haul/lock").exists() {
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), "old report\n");
+    assert_eq!(std::fs::read_to_string(&failed).unwrap(), "old list\n");
+    let o = child.wait_with_output().await.unwrap();
     assert_exit(&o, 1);
-    assert_eq!(s.manifest("r.jsonl").len(), 1);
+    assert_eq!(s.manifest("r.jsonl").len(), 2);
     assert_eq!(
-        std::fs::read_to_string(s.path("failed.txt")).unwrap(),
+        std::fs::read_to_string(&failed).unwrap(),
         format!("{}\n", origin.url("/status/404/a"))
     );
     // No temporary file is left beside them.
