@@ -71,10 +71,7 @@ async fn reports_replace_their_file_only_when_complete() {
     let origin = Origin::start(Config::default()).await.unwrap();
     let s = Scratch::new();
     let slow = "/drip/slow.bin?size=100000&chunk=10000&delay_ms=100";
-    let list = s.list(
-        "urls.txt",
-        &[origin.url("/status/404/a"), origin.url(slow)],
-    );
+    let list = s.list("urls.txt", &[origin.url("/status/404/a"), origin.url(slow)]);
     std::fs::write(s.path("r.jsonl"), "old report\n").unwrap();
     std::fs::write(s.path("failed.txt"), "old list\n").unwrap();
     let (out, report, failed) = (s.out(), s.path("r.jsonl"), s.path("failed.txt"));
