@@ -7,7 +7,8 @@
 //! transfer (over the [`http`] client, with [`check`] on its content, its
 //! file work on [`disk`] threads) → [`ledger`] records the outcome
 //! in the [`store`] and the [`report`]. [`job`] wires them together;
-//! [`naming`] is the one place paths are built; [`crawl`] reads pages.
+//! [`naming`] is the one place paths are built, [`beneath`] the one place
+//! files under the output directory are opened; [`crawl`] reads pages.
 #![warn(missing_docs)]
 
 pub mod beneath;
