@@ -78,6 +78,12 @@ impl Root {
     /// Opens (and first creates) the output directory.
     pub fn open(path: impl Into<PathBuf>) -> io::Result<Self> {
         let path = path.into();
+        if std::fs::metadata(&path).is_ok_and(|m| !m.is_dir()) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "it is a file, not a directory (-o names the directory files go to)",
+            ));
+        }
         std::fs::create_dir_all(&path)?;
         let dir = rustix::fs::open(
             &path,

@@ -22,7 +22,8 @@ use crate::source::InputSpec;
     version,
     about,
     max_term_width = 100,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = EXAMPLES,
 )]
 pub struct Cli {
     /// A subcommand; without one, haul downloads.
@@ -33,14 +34,48 @@ pub struct Cli {
     pub args: Args,
 }
 
+/// Examples shown after `--help`.
+const EXAMPLES: &str = "\
+Examples:
+  haul -i urls.txt -o downloads                     every URL in a list
+  haul -i urls.txt -o downloads --failed failed.txt and keep the failures
+  haul -i failed.txt -o downloads --failed failed-2.txt   feed them back
+  haul 'https://example.org/img/{001..500}.jpg' -o imgs   a numbered range
+  haul -i data.csv --column image_url -o imgs --report imgs.jsonl
+  haul -i data.parquet --url 'https://h/{col.id}.jpg' --name '{col.label}/{col.id}.jpg'
+  haul crawl 'https://example.org/gallery' --follow 'a.next' --depth 20 -o gallery
+  haul status downloads                             what a job did, and what is left
+
+Run the same command again to carry on: what is done is skipped, partial
+files are resumed.";
+
+/// Examples shown after `haul crawl --help`.
+const CRAWL_EXAMPLES: &str = "\
+Examples:
+  haul crawl 'https://example.org/gallery' -o gallery
+  haul crawl 'https://example.org/posts/{1..40}' --select '.post img' --attr srcset -o posts
+  haul crawl 'https://example.org/' --follow 'a.next' --depth 50 --hosts cdn.example.org -o site";
+
 /// Subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Show the state of the job in an output directory.
     Status(StatusArgs),
     /// Crawl pages and download the files they show (images by default).
+    #[command(after_help = CRAWL_EXAMPLES)]
     Crawl(Box<CrawlArgs>),
+    /// Print a shell completion script: bash, zsh, fish, elvish, powershell.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `haul man > haul.1`.
+    Man,
 }
+
+/// The names of the subcommands, for "did you mean" on a mistyped one.
+pub const COMMANDS: [&str; 4] = ["status", "crawl", "completions", "man"];
 
 /// `haul crawl`: start pages are the URLs (arguments, -i lists, patterns
 /// such as {5000..5050}); every download option applies.
@@ -131,7 +166,8 @@ pub struct StatusArgs {
 /// Download options.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// URLs to download.
+    /// URLs: files to download (or, for `haul crawl`, the pages to start
+    /// from); patterns such as {1..500} and {a,b} are expanded.
     #[arg(value_name = "URL")]
     pub urls: Vec<String>,
 
@@ -140,13 +176,25 @@ pub struct Args {
     #[arg(short, long = "input", value_name = "FILE")]
     pub inputs: Vec<PathBuf>,
 
-    /// Directory the files go to; created if missing.
-    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    /// Directory the files go to; created if missing. Also -P
+    /// (--directory-prefix, as wget) and -d (--dir, as aria2c).
+    #[arg(
+        short,
+        long,
+        value_name = "DIR",
+        default_value = ".",
+        short_aliases = ['P', 'd'],
+        aliases = ["directory-prefix", "dir"]
+    )]
     pub output: PathBuf,
 
     /// Transfers in flight, all hosts together.
     #[arg(short, long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub jobs: u32,
+
+    /// Accepted for curl's -Z: haul always downloads in parallel (-j).
+    #[arg(short = 'Z', long, hide = true)]
+    pub parallel: bool,
 
     /// Transfers in flight to one host.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -156,6 +204,24 @@ pub struct Args {
     /// truncated body, 5xx, 408, 429) per item.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
+
+    /// Attempts per item in all, as wget's -t (0: no limit); the same as
+    /// --retries N-1.
+    #[arg(short = 't', long, value_name = "N", conflicts_with = "retries")]
+    pub tries: Option<u32>,
+
+    /// Both timeouts at once, in seconds (as wget's -T).
+    #[arg(short = 'T', long, value_name = "S")]
+    pub timeout: Option<f64>,
+
+    /// Accepted for wget's -c and curl's -C -: resuming is always on.
+    #[arg(short = 'c', long = "continue", hide = true)]
+    pub continue_: bool,
+
+    /// Accepted for wget's -nc: files that exist are skipped anyway, unless
+    /// --overwrite.
+    #[arg(long, hide = true, conflicts_with = "overwrite")]
+    pub no_clobber: bool,
 
     /// Longest wait a server's Retry-After may impose, in seconds.
     #[arg(long, value_name = "S", default_value_t = 60.0)]
@@ -201,8 +267,8 @@ pub struct Args {
     #[arg(long)]
     pub location_trusted: bool,
 
-    /// User-Agent header.
-    #[arg(short = 'A', long, value_name = "UA")]
+    /// User-Agent header (also -U, as wget).
+    #[arg(short = 'A', long, value_name = "UA", short_alias = 'U')]
     pub user_agent: Option<String>,
 
     /// Replace files that already exist in the output directory.
@@ -258,10 +324,22 @@ pub struct Args {
     #[arg(long)]
     pub hash: bool,
 
-    /// Name files by a template: fields {name} {stem} {ext} {host} {path} {n}
-    /// {row} {col.NAME} {meta.FIELD}, filters {x|upper} {x|lower} {x|slug}
-    /// {x|replace('a','b')}; '/' makes directories.
-    #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
+    // clap turns a literal `{n}` in help text into a line break; the reset
+    // escape between `{` and `n` keeps it (and is dropped from plain output).
+    // The help is the field's documentation.
+    #[allow(missing_docs)]
+    #[arg(
+        long,
+        value_name = "TEMPLATE",
+        value_parser = parse_template,
+        help = concat!(
+            "Name files by a template: fields {name} {stem} {ext} {host} {path} {",
+            "\x1b[0m",
+            "n} (the item's number) {row} {col.NAME} {meta.FIELD}, filters {x|upper} ",
+            "{x|lower} {x|slug} {x|replace('a','b')} {x|pad(4)}; '/' makes directories, ",
+            "e.g. '{col.label}/{stem}.{ext}'"
+        )
+    )]
     pub name: Option<crate::template::Template>,
 
     /// Fetch a JSON document for each item from this URL template (same
@@ -303,6 +381,21 @@ pub enum UsageError {
     /// A crawl option is wrong.
     #[error("{0}")]
     Crawl(String),
+    /// The first argument reads like a mistyped subcommand.
+    #[error("unknown command {word:?}{}; URLs start with http:// or https://, and -i FILE reads a list",
+        suggestion.map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default())]
+    UnknownCommand {
+        /// What was typed.
+        word: String,
+        /// The nearest subcommand, if one is near.
+        suggestion: Option<&'static str>,
+    },
+    /// The first argument is a file, given where URLs go.
+    #[error("{0:?} is a file, not a URL: to read URLs from it, use -i {0}")]
+    FileAsUrl(String),
+    /// `{meta.…}` in --name with nothing to fill it.
+    #[error("--name uses {0}, but there is no --meta-url to fetch it from")]
+    MetaWithoutMetaUrl(String),
     /// Nothing to download.
     #[error(
         "no URLs: give them as arguments, or a list with -i FILE (-i - reads stdin); \
@@ -342,6 +435,37 @@ fn header(raw: &str) -> Result<(HeaderName, HeaderValue), UsageError> {
     Ok((name, value))
 }
 
+/// The error for a first argument that is neither a URL nor anything that
+/// could become one: a word (a mistyped `haul stauts`) or an existing file
+/// (`haul urls.txt` for `haul -i urls.txt`). Checked before anything is
+/// created, so a typo leaves no job state behind.
+pub fn unknown_command(args: &Args) -> Option<UsageError> {
+    let first = args.urls.first()?;
+    if first.contains("://") {
+        return None;
+    }
+    if std::path::Path::new(first).is_file() {
+        return Some(UsageError::FileAsUrl(first.clone()));
+    }
+    let is_word = !first.is_empty()
+        && first
+            .chars()
+            .all(|c| c.is_ascii_alphabetic() || c == '-' || c == '_');
+    if !is_word {
+        return None;
+    }
+    let suggestion = COMMANDS
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(first, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c);
+    Some(UsageError::UnknownCommand {
+        word: first.clone(),
+        suggestion,
+    })
+}
+
 impl Args {
     /// The job this command line asks for.
     pub fn into_config(self) -> Result<Config, UsageError> {
@@ -365,10 +489,18 @@ impl Args {
         let mut cfg = Config::new(inputs, self.output);
         cfg.jobs = self.jobs as usize;
         cfg.per_host = self.per_host as usize;
-        cfg.retries = self.retries;
+        cfg.retries = match self.tries {
+            Some(0) => u32::MAX,
+            Some(n) => n - 1,
+            None => self.retries,
+        };
         cfg.backoff.max_retry_after = seconds("--max-retry-wait", self.max_retry_wait)?;
         cfg.client.connect_timeout = seconds("--connect-timeout", self.connect_timeout)?;
         cfg.client.read_timeout = seconds("--read-timeout", self.read_timeout)?;
+        if let Some(t) = self.timeout {
+            cfg.client.connect_timeout = seconds("--timeout", t)?;
+            cfg.client.read_timeout = cfg.client.connect_timeout;
+        }
         let mut headers = HeaderMap::new();
         for raw in &self.headers {
             let (k, v) = header(raw)?;
@@ -387,6 +519,15 @@ impl Args {
         cfg.retry_failed = self.retry_failed;
         cfg.sync = !self.no_sync;
         cfg.glob = !self.globoff;
+        if self.meta_url.is_none() {
+            if let Some(field) = self
+                .name
+                .as_ref()
+                .and_then(|t| t.fields().find(|f| f.starts_with("meta.")))
+            {
+                return Err(UsageError::MetaWithoutMetaUrl(format!("{{{field}}}")));
+            }
+        }
         cfg.namer = match self.name {
             Some(t) => crate::naming::Namer::template(t),
             None => crate::naming::Namer::from_urls(),

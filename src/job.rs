@@ -404,11 +404,13 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         std::thread::Builder::new()
             .name("haul-input".into())
             .spawn(move || {
-                for entry in entries {
+                let mut entries = entries;
+                for entry in entries.by_ref() {
                     if stop.is_cancelled() || entry_tx.blocking_send(entry).is_err() {
-                        return;
+                        return Vec::new();
                     }
                 }
+                entries.empty_inputs().to_vec()
             })
             .map_err(thread_error(&cfg.output))?
     };
@@ -481,7 +483,11 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     // The last event sender goes with `shared`: the ledger can finish.
     drop(shared);
     let tally = tokio::task::spawn_blocking(move || ledger.join()).await;
-    let _ = tokio::task::spawn_blocking(move || input.join()).await;
+    let empty_inputs = tokio::task::spawn_blocking(move || input.join())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     ticker_stop.cancel();
     let _ = ticker.await;
     let tally = match tally {
@@ -494,6 +500,10 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     let elapsed = progress.elapsed();
     if !cfg.quiet {
         eprint!("{}", report::summary(&tally, elapsed, interrupted));
+    }
+    for name in empty_inputs.iter().filter(|_| !cfg.quiet) {
+        let name = if &**name == "-" { "standard input" } else { name };
+        eprintln!("haul: warning: no URLs found in {name}");
     }
     if let Some(where_) = &no_space {
         eprintln!(

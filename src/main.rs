@@ -12,26 +12,62 @@ use tokio_util::sync::CancellationToken;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = haul::cli::Cli::parse();
+    // wget's `-nc` is one option with two letters, which clap would read as
+    // `-n -c`.
+    let args = std::env::args_os().map(|a| {
+        if a == "-nc" {
+            "--no-clobber".into()
+        } else {
+            a
+        }
+    });
+    let cli = haul::cli::Cli::parse_from(args);
     let result = match cli.command {
         Some(haul::cli::Command::Status(args)) => status(args),
+        Some(haul::cli::Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut cmd = haul::cli::Cli::command();
+            clap_complete::generate(shell, &mut cmd, "haul", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(haul::cli::Command::Man) => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(haul::cli::Cli::command())
+                .render(&mut std::io::stdout())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from)
+        }
         Some(haul::cli::Command::Crawl(args)) => args
             .into_config()
             .map_err(anyhow::Error::from)
             .and_then(download),
-        None => cli
-            .args
-            .into_config()
+        None => haul::cli::unknown_command(&cli.args)
+            .map_or(Ok(()), Err)
+            .and_then(|()| cli.args.into_config())
             .map_err(anyhow::Error::from)
             .and_then(download),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("haul: error: {e:#}");
+            eprintln!("haul: error: {}", chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes, each said once: a message that already quotes
+/// its cause (`cannot read x: No such file…`) is not followed by it again.
+fn chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn status(args: haul::cli::StatusArgs) -> anyhow::Result<ExitCode> {

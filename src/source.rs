@@ -324,10 +324,18 @@ impl TableReader {
     }
 }
 
+/// Whether a plain list is read as a one-column table: `--url` and
+/// `--column` speak of columns (the list's is `{col.0}`, or `{col.url}`).
+fn as_table(opts: &SourceOptions) -> bool {
+    opts.url.is_some() || opts.column.is_some()
+}
+
 struct Opened {
     name: Arc<str>,
     reader: Reader,
     line: u64,
+    /// Entries it gave, to warn about an input with none.
+    given: u64,
 }
 
 /// All inputs, read in the order given, as one stream of entries.
@@ -340,6 +348,8 @@ pub struct Entries {
     kind: Kind,
     /// A URL pattern being expanded, one URL per call.
     expanding: Option<(crate::template::Expansion, Origin)>,
+    /// Inputs that ended without giving an entry.
+    empty: Vec<Arc<str>>,
 }
 
 /// Opens every input now, so that a bad path fails before the job starts.
@@ -371,7 +381,11 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
     for spec in specs {
         let (name, reader): (Arc<str>, Reader) = match spec {
             InputSpec::Args(urls) => ("args".into(), Reader::Args(urls.into_iter())),
-            InputSpec::Stdin => match opts.format.filter(|f| *f != Format::Txt) {
+            InputSpec::Stdin => match opts
+                .format
+                .filter(|f| *f != Format::Txt || as_table(opts))
+                .or_else(|| as_table(opts).then_some(Format::Txt))
+            {
                 None => (
                     "-".into(),
                     Reader::Lines(Box::new(BufReader::with_capacity(1 << 16, io::stdin()))),
@@ -428,7 +442,7 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
             InputSpec::File(path)
                 if {
                     let (format, gzip) = Format::from_path(&path).unwrap_or((Format::Txt, false));
-                    opts.format.unwrap_or(format) != Format::Txt || gzip
+                    opts.format.unwrap_or(format) != Format::Txt || gzip || as_table(opts)
                 } =>
             {
                 let (format, gzip) = Format::from_path(&path).unwrap_or((Format::Txt, false));
@@ -462,6 +476,7 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
             name,
             reader,
             line: 0,
+            given: 0,
         });
     }
     Ok(Entries {
@@ -471,6 +486,7 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
         glob,
         kind: Kind::File,
         expanding: None,
+        empty: Vec::new(),
     })
 }
 
@@ -524,11 +540,18 @@ impl Entries {
         self
     }
 
+    /// The inputs that had no URL in them (an empty file, comments only, a
+    /// header only), once read to the end.
+    pub fn empty_inputs(&self) -> &[Arc<str>] {
+        &self.empty
+    }
+
     fn next_line(&mut self) -> Option<Entry> {
         let Self {
             inputs,
             current,
             buf,
+            empty,
             ..
         } = self;
         loop {
@@ -541,11 +564,17 @@ impl Entries {
             };
             let read = match &mut input.reader {
                 Reader::Recorded(items) => match items.next() {
-                    Some(entry) => return Some(entry),
+                    Some(entry) => {
+                        input.given += 1;
+                        return Some(entry);
+                    }
                     None => None,
                 },
                 Reader::Table(table) => match table.next() {
-                    Some(entry) => return Some(entry),
+                    Some(entry) => {
+                        input.given += 1;
+                        return Some(entry);
+                    }
                     None => None,
                 },
                 Reader::Args(args) => args.next().map(Ok),
@@ -576,13 +605,22 @@ impl Entries {
                 line: input.line,
             };
             match read {
-                None => *current = None,
+                None => {
+                    let reads_a_list = !matches!(input.reader, Reader::Recorded(_));
+                    if input.given == 0 && reads_a_list {
+                        empty.push(input.name.clone());
+                    }
+                    *current = None;
+                }
                 Some(Ok(text)) if text.is_empty() || text.starts_with('#') => {}
                 Some(Err(e)) if e.starts_with("read error") => {
                     *current = None;
                     return Some(Entry::new(origin, Err(e)));
                 }
-                Some(text) => return Some(Entry::new(origin, text)),
+                Some(text) => {
+                    input.given += 1;
+                    return Some(Entry::new(origin, text));
+                }
             }
         }
     }
