@@ -305,6 +305,11 @@ pub struct Args {
     #[arg(long, value_name = "NAME|INDEX")]
     pub column: Option<crate::table::ColumnSpec>,
 
+    /// Read a CSV/TSV's first line as data, not as the header (columns are
+    /// then 0, 1, 2…).
+    #[arg(long)]
+    pub no_header: bool,
+
     /// Build each item's URL from its input row instead of reading one, with
     /// the fields and filters of --name, e.g. 'http://h/{col.cc|lower}.gif'.
     #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
@@ -538,6 +543,7 @@ impl Args {
             format: self.format,
             column: self.column,
             url: self.url,
+            no_header: self.no_header,
         };
         cfg.keep_columns = self.keep_columns;
         cfg.checksum_column = self.checksum_column;

@@ -351,6 +351,11 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     if cfg.crawl.is_some() {
         entries = entries.with_kind(crate::source::Kind::Page { depth: 0 });
     }
+    if !cfg.quiet {
+        for note in entries.notes() {
+            eprintln!("haul: {note}");
+        }
+    }
     let out = Arc::new(crate::beneath::Root::open(&cfg.output).map_err(thread_error(&cfg.output))?);
     let empty_output = holds_only_state(&cfg.output, &cfg.reports);
     let store = Store::open(&cfg.output)?;

@@ -174,6 +174,8 @@ pub struct SourceOptions {
     pub column: Option<ColumnSpec>,
     /// Build each item's URL from its row instead (`--url`).
     pub url: Option<crate::template::Template>,
+    /// Read a CSV/TSV's first line as data (`--no-header`).
+    pub no_header: bool,
 }
 
 enum Reader {
@@ -195,14 +197,51 @@ struct TableReader {
     pending: std::collections::VecDeque<Entry>,
 }
 
+/// What haul took a table to be, said before the job starts so that a
+/// wrong guess is seen at once: where the header is (a CSV's first line is
+/// its header unless a cell of it holds a URL, or `--no-header`), and the
+/// URL column it picked when none was named.
+fn table_note(table: &Table, picked: Option<&str>) -> Option<String> {
+    let mut parts = Vec::new();
+    if matches!(table.format(), Format::Csv | Format::Tsv) {
+        match table.header() {
+            Some(h) => parts.push(format!(
+                "line 1 is the header ({}; --no-header if it is data)",
+                h.join(", ")
+            )),
+            None => parts.push("no header (line 1 is data; columns by number)".to_string()),
+        }
+    }
+    if let Some(picked) = picked {
+        let what = if table.format() == Format::Jsonl {
+            format!("URLs from field {picked:?}")
+        } else {
+            let index = table
+                .columns()
+                .and_then(|c| c.iter().position(|c| c == picked))
+                .or_else(|| picked.parse().ok());
+            match index {
+                Some(i) if picked != i.to_string() => format!("URLs from column {picked:?} ({i})"),
+                _ => format!("URLs from column {picked}"),
+            }
+        };
+        parts.push(format!("{what}; --column names another"));
+    }
+    (!parts.is_empty()).then(|| format!("{}: {}", table.name(), parts.join("; ")))
+}
+
 impl TableReader {
     fn open(
         mut table: Table,
         opts: &SourceOptions,
         path: &std::path::Path,
+        notes: &mut Vec<String>,
     ) -> Result<Self, SourceError> {
         let mut first = None;
         let mut field = None;
+        if opts.url.is_some() {
+            notes.extend(table_note(&table, None));
+        }
         if opts.url.is_none() {
             // The URL column is picked on the first good row.
             let mut skipped = std::collections::VecDeque::new();
@@ -218,6 +257,9 @@ impl TableReader {
                             path: path.to_path_buf(),
                             message: e.to_string(),
                         })?;
+                        if opts.column.is_none() {
+                            notes.extend(table_note(&table, Some(&picked)));
+                        }
                         field = Some(picked);
                         first = Some(rec);
                         break;
@@ -350,6 +392,8 @@ pub struct Entries {
     expanding: Option<(crate::template::Expansion, Origin)>,
     /// Inputs that ended without giving an entry.
     empty: Vec<Arc<str>>,
+    /// What was taken from each table input's first rows, for the user.
+    notes: Vec<String>,
 }
 
 /// Opens every input now, so that a bad path fails before the job starts.
@@ -378,6 +422,7 @@ fn table_error(path: &std::path::Path) -> impl Fn(crate::table::TableError) -> S
 pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries, SourceError> {
     let glob = opts.glob;
     let mut opened = Vec::with_capacity(specs.len());
+    let mut notes = Vec::new();
     for spec in specs {
         let (name, reader): (Arc<str>, Reader) = match spec {
             InputSpec::Args(urls) => ("args".into(), Reader::Args(urls.into_iter())),
@@ -393,9 +438,15 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
                 Some(format) => {
                     let path = PathBuf::from("-");
                     let table =
-                        crate::table::open_reader("-", Box::new(io::stdin()), format, false)
-                            .map_err(table_error(&path))?;
-                    let reader = TableReader::open(table, opts, &path)?;
+                        crate::table::open_reader_with(
+                            "-",
+                            Box::new(io::stdin()),
+                            format,
+                            false,
+                            opts.no_header,
+                        )
+                        .map_err(table_error(&path))?;
+                    let reader = TableReader::open(table, opts, &path, &mut notes)?;
                     ("-".into(), Reader::Table(Box::new(reader)))
                 }
             },
@@ -447,8 +498,9 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
             {
                 let (format, gzip) = Format::from_path(&path).unwrap_or((Format::Txt, false));
                 let format = opts.format.unwrap_or(format);
-                let table = crate::table::open(&path, format, gzip).map_err(table_error(&path))?;
-                let reader = TableReader::open(table, opts, &path)?;
+                let table = crate::table::open_with(&path, format, gzip, opts.no_header)
+                    .map_err(table_error(&path))?;
+                let reader = TableReader::open(table, opts, &path, &mut notes)?;
                 (
                     path.display().to_string().into(),
                     Reader::Table(Box::new(reader)),
@@ -487,6 +539,7 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
         kind: Kind::File,
         expanding: None,
         empty: Vec::new(),
+        notes,
     })
 }
 
@@ -538,6 +591,11 @@ impl Entries {
     pub fn with_kind(mut self, kind: Kind) -> Self {
         self.kind = kind;
         self
+    }
+
+    /// How the table inputs were read (header, URL column), one line each.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// The inputs that had no URL in them (an empty file, comments only, a

@@ -429,6 +429,16 @@ impl Iterator for Table {
 /// Gzip is detected by its magic bytes as well, so `gzip` only makes a plain
 /// file an error.
 pub fn open(path: &Path, format: Format, gzip: bool) -> Result<Table, TableError> {
+    open_with(path, format, gzip, false)
+}
+
+/// [`open`], with `no_header` to read a CSV/TSV's first line as data.
+pub fn open_with(
+    path: &Path,
+    format: Format,
+    gzip: bool,
+    no_header: bool,
+) -> Result<Table, TableError> {
     let name: Arc<str> = path.display().to_string().into();
     let open_error = |source| TableError::Open {
         path: path.to_path_buf(),
@@ -444,7 +454,7 @@ pub fn open(path: &Path, format: Format, gzip: bool) -> Result<Table, TableError
         }
         return ParquetRows::open(name, file);
     }
-    open_stream(name, Box::new(file), format, gzip)
+    open_stream(name, Box::new(file), format, gzip, no_header)
 }
 
 /// Opens a stream (stdin) for reading as a table named `name`. Parquet is an
@@ -455,11 +465,22 @@ pub fn open_reader(
     format: Format,
     gzip: bool,
 ) -> Result<Table, TableError> {
+    open_reader_with(name, reader, format, gzip, false)
+}
+
+/// [`open_reader`], with `no_header` to read a CSV/TSV's first line as data.
+pub fn open_reader_with(
+    name: &str,
+    reader: Box<dyn Read + Send>,
+    format: Format,
+    gzip: bool,
+    no_header: bool,
+) -> Result<Table, TableError> {
     let name: Arc<str> = name.into();
     if format == Format::Parquet {
         return Err(TableError::ParquetStream { name });
     }
-    open_stream(name, reader, format, gzip)
+    open_stream(name, reader, format, gzip, no_header)
 }
 
 fn open_stream(
@@ -467,6 +488,7 @@ fn open_stream(
     mut reader: Box<dyn Read + Send>,
     format: Format,
     gzip: bool,
+    no_header: bool,
 ) -> Result<Table, TableError> {
     let mut magic = [0u8; 2];
     let mut got = 0;
@@ -508,7 +530,7 @@ fn open_stream(
         Format::Jsonl => (Kind::Jsonl(lines), None, None),
         Format::Csv | Format::Tsv => {
             let delimiter = if format == Format::Csv { b',' } else { b'\t' };
-            let d = Delimited::open(&name, format, lines, delimiter)?;
+            let d = Delimited::open(&name, format, lines, delimiter, no_header)?;
             let (columns, header) = (Some(d.columns.clone()), d.header.clone());
             (Kind::Delimited(Box::new(d)), columns, header)
         }
@@ -749,6 +771,7 @@ impl Delimited {
         format: Format,
         lines: Lines,
         delimiter: u8,
+        no_header: bool,
     ) -> Result<Delimited, TableError> {
         let mut builder = csv_core::ReaderBuilder::new();
         // Records end at `\n` only; a `\r` before it is stripped from the
@@ -779,7 +802,7 @@ impl Delimited {
             reason,
         })?;
         d.width = Some(fields.len());
-        if fields.iter().any(|f| looks_like_urls(f)) {
+        if no_header || fields.iter().any(|f| looks_like_urls(f)) {
             // No header: the first row is data, columns go by index.
             d.columns = (0..fields.len()).map(|i| i.to_string()).collect();
             d.pending = Some(Record {
@@ -1294,8 +1317,10 @@ pub fn pick_column(
         None => values
             .iter()
             .take(columns.len())
-            .position(|v| looks_like_urls(v))
-            .map(by_index)
+            .enumerate()
+            .filter(|(_, v)| looks_like_urls(v))
+            .max_by_key(|(i, v)| (file_likeness(v), std::cmp::Reverse(*i)))
+            .map(|(i, _)| by_index(i))
             .ok_or_else(|| TableError::NoUrlColumn {
                 looked_at: name_list(columns.iter().map(|c| c.as_str())),
             }),
@@ -1370,6 +1395,33 @@ fn name_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
 fn looks_like_urls(cell: &str) -> bool {
     let urls = split_urls(cell);
     !urls.is_empty() && urls.iter().all(|u| is_http_url(u))
+}
+
+/// Whether a URL cell looks like files to download (1: a list of URLs, or
+/// one URL with a file's extension) rather than a page that mentions them
+/// (0: `/article/123`, `index.html`). A dataset with an article link and a
+/// column of image lists means the images; between two file columns, the
+/// first.
+fn file_likeness(cell: &str) -> u8 {
+    const PAGES: [&str; 9] = [
+        "html", "htm", "xhtml", "shtml", "php", "asp", "aspx", "jsp", "cgi",
+    ];
+    let urls = split_urls(cell);
+    if urls.len() > 1 || cell.trim_start().starts_with('[') {
+        return 1;
+    }
+    let ext = urls
+        .first()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| {
+            let last = u.path_segments()?.next_back()?.to_string();
+            let (stem, ext) = last.rsplit_once('.')?;
+            (!stem.is_empty()).then(|| ext.to_ascii_lowercase())
+        });
+    match ext {
+        Some(e) if !PAGES.contains(&e.as_str()) => 1,
+        _ => 0,
+    }
 }
 
 fn is_http_url(s: &str) -> bool {
