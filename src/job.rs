@@ -437,6 +437,8 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         cfg.sync,
         cfg.overwrite,
     );
+    ledger.verbose = cfg.verbose;
+    ledger.quiet = cfg.quiet;
     ledger.crawl = cfg.crawl.as_ref().map(|c| crate::ledger::CrawlPlan {
         scope: crate::crawl::scope::Scope::new(
             [],
@@ -477,8 +479,12 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let o = drive(&shared, item).await;
-            let _ = shared.fetcher.ledger.send(Event::Done(Box::new(o)));
+            // An item stopped before its first request is not over: it
+            // stays pending in the store, for the next run, and is neither
+            // reported nor counted as failed.
+            if let Some(o) = drive(&shared, item).await {
+                let _ = shared.fetcher.ledger.send(Event::Done(Box::new(o)));
+            }
             drop(slot);
         });
     }
@@ -627,14 +633,14 @@ fn from_row(sh: &Shared, target: &mut Target, out: &mut Outcome) -> Result<(), S
 
 /// Takes one item through its attempts: wait for a slot, fetch, and on a
 /// transient failure release the slot, back off and go again.
-async fn drive(sh: &Shared, item: Item) -> Outcome {
+async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
     let started = Instant::now();
     let mut out = Outcome::new(item.url.to_string(), &item.origin, Status::Failed);
     out.id = Some(item.id);
     let host = item.host.clone();
     let mut target = Target::new(item);
     if let Err(e) = from_row(sh, &mut target, &mut out) {
-        return fail_early(out, started, "bad input", e);
+        return Some(fail_early(out, started, "bad input", e));
     }
     out.row = target.table_row.clone();
     let meta_url = match &sh.meta_url {
@@ -647,15 +653,20 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
             {
                 Ok(Ok(u)) => Some(u),
                 Ok(Err((u, e))) => {
-                    return fail_early(
+                    return Some(fail_early(
                         out,
                         started,
                         "bad template",
                         format!("--meta-url: {u:?} is not a URL ({e})"),
-                    )
+                    ))
                 }
                 Err(e) => {
-                    return fail_early(out, started, "bad template", format!("--meta-url: {e}"))
+                    return Some(fail_early(
+                        out,
+                        started,
+                        "bad template",
+                        format!("--meta-url: {e}"),
+                    ))
                 }
             }
         }
@@ -723,6 +734,9 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
             other => break other,
         }
     };
+    if attempts == 0 && matches!(result, Err(FetchError::Interrupted)) {
+        return None;
+    }
     out.attempts = attempts;
     out.path = target.dest.as_ref().map(|d| d.rel.clone());
     out.note = target.note.take();
@@ -805,5 +819,5 @@ async fn drive(sh: &Shared, item: Item) -> Outcome {
         }
     }
     out.elapsed_ms = started.elapsed().as_millis() as u64;
-    out
+    Some(out)
 }

@@ -144,7 +144,17 @@ pub struct Ledger {
     /// Pages planned whose outcome has not arrived: they may still find
     /// more work, so the job is not over.
     pages_open: u64,
+    /// Print every bad input row as it is read (`-v`), not only the first
+    /// [`BAD_SHOWN`].
+    pub verbose: bool,
+    /// Print no bad input row at all (`-q`).
+    pub quiet: bool,
+    /// Bad input rows seen, and how many were printed.
+    bad: (u64, u64),
 }
+
+/// Bad input rows printed without `-v`; the rest are counted.
+const BAD_SHOWN: u64 = 5;
 
 /// The channels the ledger works between.
 pub struct Wiring {
@@ -179,6 +189,9 @@ impl Ledger {
             last_sync: Instant::now(),
             crawl: None,
             pages_open: 0,
+            verbose: false,
+            quiet: false,
+            bad: (0, 0),
         }
     }
 
@@ -207,6 +220,13 @@ impl Ledger {
         // one `stat` per file.
         // The job's own failure first: a commit after it may fail for the
         // same cause, and would hide it.
+        let (seen, shown) = self.bad;
+        if seen > shown && !self.quiet {
+            self.progress.println(&format!(
+                "haul: {} more bad input rows not shown (-v shows each; --report lists them)",
+                seen - shown
+            ));
+        }
         let committed = self.store.commit();
         result?;
         committed?;
@@ -471,7 +491,29 @@ impl Ledger {
         Ok(())
     }
 
+    /// Says what is wrong with a row that could not become a request (not
+    /// a URL, a bad name, a bad `--url`), naming its input and line.
+    fn bad_row(&mut self, o: &Outcome) {
+        let bad = matches!(
+            o.reason.as_deref(),
+            Some("bad url" | "bad input" | "bad name" | "bad template")
+        );
+        if !bad {
+            return;
+        }
+        self.bad.0 += 1;
+        if self.quiet || !(self.verbose || self.bad.1 < BAD_SHOWN) {
+            return;
+        }
+        self.bad.1 += 1;
+        let error = o.error.as_deref().unwrap_or("bad input");
+        self.progress.println(&format!("haul: skipping a bad row: {error}"));
+    }
+
     fn record(&mut self, o: Outcome) -> Result<(), LedgerError> {
+        if o.status == Status::Failed && o.attempts == 0 && o.kind.is_none() {
+            self.bad_row(&o);
+        }
         match o.status {
             Status::Ok => self.progress.ok.fetch_add(1, Relaxed),
             Status::Skipped => self.progress.skipped.fetch_add(1, Relaxed),

@@ -525,6 +525,12 @@ pub fn summary(t: &Tally, elapsed: Duration, interrupted: bool) -> String {
     for (reason, n) in &t.failures {
         let _ = writeln!(s, "  failed  {n:>6}  {reason}");
     }
+    if interrupted {
+        let _ = writeln!(
+            s,
+            "  what did not start is pending: run the same command again to carry on"
+        );
+    }
     s
 }
 
