@@ -262,6 +262,16 @@ pub struct Args {
     #[arg(short = 'H', long = "header", value_name = "'K: V'")]
     pub headers: Vec<String>,
 
+    /// Trust the certificates in this PEM file (a private CA, a self-signed
+    /// server) as well as the system's. SSL_CERT_FILE is read the same way.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// Do not check TLS certificates at all (anyone on the path can then
+    /// read and change what is downloaded).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+
     /// Send the -H headers on redirects to other hosts too (by default they
     /// go only to the host of the URL given, as credentials do).
     #[arg(long)]
@@ -398,6 +408,16 @@ pub enum UsageError {
     /// The first argument is a file, given where URLs go.
     #[error("{0:?} is a file, not a URL: to read URLs from it, use -i {0}")]
     FileAsUrl(String),
+    /// `--cacert` (or `SSL_CERT_FILE`) is not a PEM file of certificates.
+    #[error("{from} {}: {why} (expected PEM certificates, -----BEGIN CERTIFICATE-----)", path.display())]
+    CaCert {
+        /// `--cacert` or `SSL_CERT_FILE`.
+        from: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// `{meta.…}` in --name with nothing to fill it.
     #[error("--name uses {0}, but there is no --meta-url to fetch it from")]
     MetaWithoutMetaUrl(String),
@@ -513,6 +533,25 @@ impl Args {
         }
         cfg.client.headers = headers;
         cfg.client.location_trusted = self.location_trusted;
+        cfg.client.insecure = self.insecure;
+        let cacert = self.cacert.clone().map(|p| ("--cacert", p)).or_else(|| {
+            std::env::var_os("SSL_CERT_FILE")
+                .filter(|v| !v.is_empty())
+                .map(|v| ("SSL_CERT_FILE", PathBuf::from(v)))
+        });
+        if let Some((from, path)) = cacert {
+            let pem = fs_err::read(&path).map_err(|e| UsageError::CaCert {
+                from,
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            crate::http::check_pem(&pem).map_err(|why| UsageError::CaCert {
+                from,
+                path: path.clone(),
+                why,
+            })?;
+            cfg.client.ca_pem = Some(pem);
+        }
         if let Some(ua) = self.user_agent {
             cfg.client.user_agent = ua;
         }

@@ -48,6 +48,25 @@ pub enum FetchError {
     /// No connection could be made.
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The host name did not resolve.
+    #[error("cannot resolve the host name: {detail}")]
+    Dns {
+        /// What the resolver said.
+        detail: String,
+        /// The resolver may answer next time (`EAI_AGAIN`), unlike a name
+        /// that does not exist.
+        transient: bool,
+    },
+    /// The TLS handshake failed: not a certificate problem (e.g. `https://`
+    /// to a port that speaks plain HTTP).
+    #[error("TLS handshake failed: {0} (is the port plain HTTP? then the URL wants http://)")]
+    Tls(String),
+    /// The server's certificate is not trusted.
+    #[error(
+        "the server's certificate is not trusted: {0}; --cacert FILE trusts a private CA \
+         or a self-signed certificate, --insecure skips the check"
+    )]
+    Certificate(String),
     /// The server went quiet for longer than the timeout.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -153,6 +172,8 @@ impl FetchError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Connect(_) | Self::Timeout(_) | Self::Network(_) | Self::Truncated { .. } => true,
+            Self::Dns { transient, .. } => *transient,
+            Self::Tls(_) | Self::Certificate(_) => false,
             Self::Status { code, .. } => matches!(code, 408 | 429 | 500..=599),
             Self::Meta { source, .. } => source.is_transient(),
             Self::Redirect(_)
@@ -191,6 +212,9 @@ impl FetchError {
     pub fn reason(&self) -> String {
         match self {
             Self::Connect(_) => "connection refused or unreachable".into(),
+            Self::Dns { .. } => "host name not found".into(),
+            Self::Tls(_) => "TLS handshake failed".into(),
+            Self::Certificate(_) => "untrusted certificate".into(),
             Self::Timeout(_) => "timeout".into(),
             Self::Network(_) => "connection broke".into(),
             Self::Truncated { .. } => "truncated body".into(),

@@ -116,6 +116,8 @@ impl Config {
                 pool_per_host: 16,
                 plain_http1: true,
                 location_trusted: false,
+                ca_pem: None,
+                insecure: false,
             },
             reports: ReportFiles::default(),
             overwrite: false,
@@ -513,7 +515,11 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         eprint!("{}", report::summary(&tally, elapsed, interrupted));
     }
     for name in empty_inputs.iter().filter(|_| !cfg.quiet) {
-        let name = if &**name == "-" { "standard input" } else { name };
+        let name = if &**name == "-" {
+            "standard input"
+        } else {
+            name
+        };
         eprintln!("haul: warning: no URLs found in {name}");
     }
     if let Some(where_) = &no_space {

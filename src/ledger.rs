@@ -507,7 +507,8 @@ impl Ledger {
         }
         self.bad.1 += 1;
         let error = o.error.as_deref().unwrap_or("bad input");
-        self.progress.println(&format!("haul: skipping a bad row: {error}"));
+        self.progress
+            .println(&format!("haul: skipping a bad row: {error}"));
     }
 
     fn record(&mut self, o: Outcome) -> Result<(), LedgerError> {

@@ -14,13 +14,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // wget's `-nc` is one option with two letters, which clap would read as
     // `-n -c`.
-    let args = std::env::args_os().map(|a| {
-        if a == "-nc" {
-            "--no-clobber".into()
-        } else {
-            a
-        }
-    });
+    let args = std::env::args_os().map(|a| if a == "-nc" { "--no-clobber".into() } else { a });
     let cli = haul::cli::Cli::parse_from(args);
     let result = match cli.command {
         Some(haul::cli::Command::Status(args)) => status(args),
@@ -101,6 +95,12 @@ async fn signalled(term: &mut Option<tokio::signal::unix::Signal>) -> &'static s
 }
 
 fn download(config: haul::Config) -> anyhow::Result<ExitCode> {
+    if config.client.insecure && !config.quiet {
+        eprintln!(
+            "haul: warning: --insecure: TLS certificates are not checked; anyone on the \
+             path can read and change what is downloaded"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("haul-worker")

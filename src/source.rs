@@ -437,15 +437,14 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
                 ),
                 Some(format) => {
                     let path = PathBuf::from("-");
-                    let table =
-                        crate::table::open_reader_with(
-                            "-",
-                            Box::new(io::stdin()),
-                            format,
-                            false,
-                            opts.no_header,
-                        )
-                        .map_err(table_error(&path))?;
+                    let table = crate::table::open_reader_with(
+                        "-",
+                        Box::new(io::stdin()),
+                        format,
+                        false,
+                        opts.no_header,
+                    )
+                    .map_err(table_error(&path))?;
                     let reader = TableReader::open(table, opts, &path, &mut notes)?;
                     ("-".into(), Reader::Table(Box::new(reader)))
                 }

@@ -338,3 +338,68 @@ async fn a_kill_costs_about_a_second_of_a_slow_transfer_not_256_kib() {
     assert!(start >= written, "resumed at {start}");
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_failures_say_which_and_what_to_do() {
+    let (tls, pem) = Raw::start_tls(|_, _| Reply::Bytes(response("200 OK", &[], b"secure"))).await;
+    let plain = Raw::start(|_, _| Reply::Bytes(response("200 OK", &[], b"plain"))).await;
+    let s = Scratch::new();
+    let https_to_http = plain.url("/p.bin").replace("http://", "https://");
+    // (A name that does not resolve is not tried here: the lookup could
+    // leave the machine. `http::tests` covers how its error is read.)
+    let urls = [tls.url("/self-signed.bin"), https_to_http];
+    let list = s.list("urls.txt", &urls);
+    let o = s.fetch(&list, &["--retries", "0"]).await;
+    assert_exit(&o, 1);
+    let m = s.manifest("r.jsonl");
+    let reason = |name: &str| {
+        let l = m
+            .iter()
+            .find(|l| l["url"].as_str().unwrap().contains(name))
+            .unwrap();
+        (
+            l["reason"].as_str().unwrap().to_string(),
+            l["error"].as_str().unwrap().to_string(),
+        )
+    };
+    let (r, e) = reason("self-signed");
+    assert_eq!(r, "untrusted certificate", "{e}");
+    assert!(
+        e.contains("--cacert FILE") && e.contains("--insecure"),
+        "{e}"
+    );
+    let (r, e) = reason("/p.bin");
+    assert_eq!(r, "TLS handshake failed", "{e}");
+    assert!(e.contains("plain HTTP"), "{e}");
+    // Trusting the certificate, or not checking it, gets the file.
+    std::fs::write(s.path("ca.pem"), &pem).unwrap();
+    let url = tls.url("/self-signed.bin");
+    let out = s.path("out2");
+    let o = run(&[
+        &url,
+        "-o",
+        out.to_str().unwrap(),
+        "--cacert",
+        s.path("ca.pem").to_str().unwrap(),
+    ])
+    .await;
+    assert_exit(&o, 0);
+    assert_eq!(read(out.join("self-signed.bin")), b"secure");
+    let out = s.path("out3");
+    let o = run(&[&url, "-o", out.to_str().unwrap(), "--insecure"]).await;
+    assert_exit(&o, 0);
+    assert!(crate::util::stderr(&o).contains("warning: --insecure"));
+    // A --cacert that holds no certificate is refused before anything runs.
+    let o = run(&[
+        &url,
+        "-o",
+        out.to_str().unwrap(),
+        "--cacert",
+        list.to_str().unwrap(),
+    ])
+    .await;
+    assert_exit(&o, 2);
+    assert!(crate::util::stderr(&o).contains("expected PEM certificates"));
+    tls.stop();
+    plain.stop();
+}

@@ -64,6 +64,20 @@ pub struct ClientConfig {
     pub plain_http1: bool,
     /// Send the user's headers on a redirect to another host too.
     pub location_trusted: bool,
+    /// More trusted roots, PEM (`--cacert`, `SSL_CERT_FILE`), on top of
+    /// the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Accept any certificate (`--insecure`).
+    pub insecure: bool,
+}
+
+/// How many certificates a PEM bundle holds; an error when it is not one.
+pub fn check_pem(pem: &[u8]) -> Result<usize, String> {
+    match reqwest::Certificate::from_pem_bundle(pem) {
+        Ok(certs) if certs.is_empty() => Err("no certificate in it".into()),
+        Ok(certs) => Ok(certs.len()),
+        Err(e) => Err(error_chain(&e)),
+    }
 }
 
 /// Why the shared client could not be built.
@@ -108,7 +122,14 @@ fn build_web(cfg: &ClientConfig) -> Result<reqwest::Client, ClientError> {
     // reqwest is built without a TLS crypto provider of its own; ring is
     // installed process-wide (a second call keeps the first provider).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if let Some(pem) = &cfg.ca_pem {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ClientError(error_chain(&e)))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder
+        .danger_accept_invalid_certs(cfg.insecure)
         .user_agent(cfg.user_agent.clone())
         // Followed by `Client::get`, for both engines alike.
         .redirect(redirect::Policy::none())
@@ -329,13 +350,14 @@ fn from_reqwest(e: reqwest::Error) -> FetchError {
         e.is_connect(),
         e.is_builder(),
     );
-    let msg = error_chain(&e.without_url());
+    let e = e.without_url();
+    let msg = error_chain(&e);
     if timeout {
         FetchError::Timeout(msg)
     } else if redirect {
         FetchError::Redirect(msg)
     } else if connect {
-        FetchError::Connect(msg)
+        connect_kind(&e, msg)
     } else if builder {
         FetchError::Request(msg)
     } else {
@@ -344,6 +366,53 @@ fn from_reqwest(e: reqwest::Error) -> FetchError {
 }
 
 /// An error and its sources, `: `-separated, repeats dropped.
+/// The error for a name that did not resolve; `EAI_AGAIN` ("temporary
+/// failure") may resolve next time, a name that does not exist will not.
+pub(crate) fn dns_error(detail: &str) -> FetchError {
+    FetchError::Dns {
+        transient: detail.contains("Temporary failure") || detail.contains("try again"),
+        detail: detail.to_string(),
+    }
+}
+
+/// Tells apart the reasons reqwest gives one error kind for: a name that
+/// did not resolve, a certificate that is not trusted, a TLS handshake that
+/// failed otherwise, and a connection refused or unreachable.
+fn connect_kind(e: &reqwest::Error, msg: String) -> FetchError {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return match tls {
+                rustls::Error::InvalidCertificate(c) => FetchError::Certificate(format!("{c:?}")),
+                other => FetchError::Tls(other.to_string()),
+            };
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return match tls {
+                    rustls::Error::InvalidCertificate(c) => {
+                        FetchError::Certificate(format!("{c:?}"))
+                    }
+                    other => FetchError::Tls(other.to_string()),
+                };
+            }
+        }
+        src = s.source();
+    }
+    // The chain above holds rustls's error where reqwest keeps it; where a
+    // layer has flattened it into text, its text is all there is.
+    if msg.contains("invalid peer certificate") {
+        return FetchError::Certificate(msg);
+    }
+    if msg.contains("received corrupt message") || msg.contains("InvalidContentType") {
+        return FetchError::Tls(msg);
+    }
+    if msg.contains("dns error") || msg.contains("failed to lookup address") {
+        return dns_error(&msg);
+    }
+    FetchError::Connect(msg)
+}
+
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
@@ -373,6 +442,8 @@ mod tests {
             pool_per_host: 4,
             plain_http1,
             location_trusted: false,
+            ca_pem: None,
+            insecure: false,
         }
     }
 
@@ -467,6 +538,16 @@ mod tests {
                 .sum::<u64>();
         assert_eq!(hops, 22);
         origin.stop().await;
+    }
+
+    #[test]
+    fn a_name_that_does_not_exist_is_not_retried_a_resolver_hiccup_is() {
+        let gone = dns_error("failed to lookup address information: Name or service not known");
+        assert_eq!(gone.reason(), "host name not found");
+        assert!(!gone.is_transient());
+        let busy =
+            dns_error("failed to lookup address information: Temporary failure in name resolution");
+        assert!(busy.is_transient());
     }
 
     #[tokio::test]

@@ -49,6 +49,10 @@ pub fn serves(url: &Url) -> bool {
 /// host that is never asked again does not keep its connections open.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
+fn connect_error(e: io::Error) -> FetchError {
+    FetchError::Connect(format!("tcp connect error: {e}"))
+}
+
 /// When a name resolves to several addresses, the wait before trying the
 /// next one alongside (RFC 8305's "connection attempt delay").
 const NEXT_ADDRESS_AFTER: Duration = Duration::from_millis(250);
@@ -172,21 +176,27 @@ impl Pool {
         let port = url.port_or_known_default().unwrap_or(80);
         let connect = async {
             match url.host() {
-                Some(url::Host::Ipv4(ip)) => TcpStream::connect((ip, port)).await,
-                Some(url::Host::Ipv6(ip)) => TcpStream::connect((ip, port)).await,
-                Some(url::Host::Domain(name)) => {
-                    let addrs: Vec<_> = tokio::net::lookup_host((name, port)).await?.collect();
-                    connect_any(addrs).await
+                Some(url::Host::Ipv4(ip)) => {
+                    TcpStream::connect((ip, port)).await.map_err(connect_error)
                 }
-                None => Err(io::Error::other("the URL has no host")),
+                Some(url::Host::Ipv6(ip)) => {
+                    TcpStream::connect((ip, port)).await.map_err(connect_error)
+                }
+                Some(url::Host::Domain(name)) => {
+                    let addrs: Vec<_> = tokio::net::lookup_host((name, port))
+                        .await
+                        .map_err(|e| super::dns_error(&e.to_string()))?
+                        .collect();
+                    connect_any(addrs).await.map_err(connect_error)
+                }
+                None => Err(FetchError::Request("the URL has no host".into())),
             }
         };
         let stream = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| {
                 FetchError::Timeout(format!("no connection within {:?}", self.connect_timeout))
-            })?
-            .map_err(|e| FetchError::Connect(format!("tcp connect error: {e}")))?;
+            })??;
         // Small requests and responses: do not wait to fill a segment.
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
