@@ -126,7 +126,7 @@ fn download(config: haul::Config) -> anyhow::Result<ExitCode> {
     runtime.shutdown_background();
     Ok(if finished.interrupted {
         ExitCode::from(130)
-    } else if finished.tally.failed > 0 || finished.no_space.is_some() {
+    } else if finished.tally.failed + finished.tally.bad > 0 || finished.no_space.is_some() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

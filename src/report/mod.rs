@@ -157,6 +157,10 @@ pub struct Tally {
     pub skipped: u64,
     /// Items failed.
     pub failed: u64,
+    /// Input rows that could not become an item (not a URL, unreadable):
+    /// failed too, but not items of the job state, so counted apart, as
+    /// `haul status` does not see them.
+    pub bad: u64,
     /// Bytes written by downloaded items.
     pub bytes: u64,
     /// Failures by reason.
@@ -181,6 +185,8 @@ pub struct Recorder {
     failed: Option<(PathBuf, Failed)>,
     /// The files above, renamed into place by [`Recorder::finish`].
     staged: Vec<Staged>,
+    /// Rows already in the failed list (input, line).
+    failed_rows: std::collections::HashSet<(String, u64)>,
     tally: Tally,
     line: Vec<u8>,
 }
@@ -328,6 +334,7 @@ impl Recorder {
             manifest,
             failed,
             staged,
+            failed_rows: Default::default(),
             tally: Tally::default(),
             line: Vec::with_capacity(512),
         })
@@ -344,6 +351,10 @@ impl Recorder {
             Status::Skipped => {
                 self.tally.skipped += 1;
                 *self.tally.skips.entry(reason).or_default() += 1;
+            }
+            Status::Failed if o.id.is_none() => {
+                self.tally.bad += 1;
+                *self.tally.failures.entry(reason).or_default() += 1;
             }
             Status::Failed => {
                 self.tally.failed += 1;
@@ -395,7 +406,7 @@ impl Recorder {
         }
         if o.status == Status::Failed {
             if let Some((path, f)) = &mut self.failed {
-                write_failed(path, f, o).map_err(|source| ReportError {
+                write_failed(path, f, o, &mut self.failed_rows).map_err(|source| ReportError {
                     path: path.clone(),
                     source,
                 })?;
@@ -436,7 +447,12 @@ impl Recorder {
 
 /// Writes one failed item: its input row when it came from a table (and
 /// the list is not named `*.txt`), else its URL.
-fn write_failed(path: &std::path::Path, f: &mut Failed, o: &Outcome) -> io::Result<()> {
+fn write_failed(
+    path: &std::path::Path,
+    f: &mut Failed,
+    o: &Outcome,
+    seen: &mut std::collections::HashSet<(String, u64)>,
+) -> io::Result<()> {
     if let Failed::Undecided(_) = f {
         let table = o
             .row
@@ -456,6 +472,8 @@ fn write_failed(path: &std::path::Path, f: &mut Failed, o: &Outcome) -> io::Resu
     }
     match f {
         Failed::Rows(w) => match &o.row {
+            // A row with several URLs is written once, however many failed.
+            Some(_) if !seen.insert((o.input.clone(), o.line)) => Ok(()),
             Some(r) => {
                 let fallback;
                 let row = match &r.row {
@@ -505,7 +523,7 @@ pub fn summary(t: &Tally, elapsed: Duration, interrupted: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}: {} done, {} skipped, {} failed; {} in {:.2} s ({:.0} files/s, {})",
+        "{}: {} done, {} skipped, {} failed{}; {} in {:.2} s ({:.0} files/s, {})",
         if interrupted {
             "interrupted"
         } else {
@@ -514,6 +532,11 @@ pub fn summary(t: &Tally, elapsed: Duration, interrupted: bool) -> String {
         t.ok,
         t.skipped,
         t.failed,
+        match t.bad {
+            0 => String::new(),
+            1 => ", 1 bad input row".into(),
+            n => format!(", {n} bad input rows"),
+        },
         human_bytes(t.bytes),
         secs,
         t.ok as f64 / secs,
