@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 const DEMO_PORT: u16 = 47_811;
 
 fn main() -> ExitCode {
-    let out = std::env::args().nth(1).unwrap_or_else(|| "demo-downloads".into());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "demo-downloads".into());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
