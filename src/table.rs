@@ -77,7 +77,10 @@ impl Format {
     /// followed by `.gz`. `None` for any other extension.
     pub fn from_path(path: &Path) -> Option<(Format, bool)> {
         let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
-        let (stem, gzip) = match name.strip_suffix(".gz") {
+        let (stem, gzip) = match name
+            .strip_suffix(".gz")
+            .or_else(|| name.strip_suffix(".zst"))
+        {
             Some(stem) => (stem, true),
             None => (name.as_str(), false),
         };
@@ -195,8 +198,11 @@ pub enum TableError {
         /// What the OS said.
         source: io::Error,
     },
-    /// The input was said to be gzip-compressed but is not.
-    #[error("{name} is not gzip-compressed (it has no gzip header); rename it without .gz")]
+    /// The input was said to be compressed (`.gz`, `.zst`) but is not.
+    #[error(
+        "{name} is not gzip- or zstd-compressed (it starts with neither's header); \
+         rename it without .gz or .zst"
+    )]
     NotGzip {
         /// The input's name.
         name: Arc<str>,
@@ -212,7 +218,8 @@ pub enum TableError {
     /// A parquet file compressed with a codec this build does not read.
     #[error(
         "{name} is compressed with {codec}, which haul does not read \
-         (it reads uncompressed, snappy, gzip and lz4 parquet); re-save it with snappy"
+         (it reads uncompressed, snappy, gzip, lz4, zstd and brotli parquet); re-save it \
+         with zstd or snappy"
     )]
     ParquetCodec {
         /// The input's name.
@@ -226,8 +233,8 @@ pub enum TableError {
         /// The input's name.
         name: Arc<str>,
     },
-    /// A gzip-compressed parquet file.
-    #[error("{name}: gzip-compressed parquet is not supported (parquet compresses its own pages); decompress it first")]
+    /// A gzip- or zstd-compressed parquet file.
+    #[error("{name}: compressed parquet is not supported (parquet compresses its own pages); decompress it first")]
     ParquetGzip {
         /// The input's name.
         name: Arc<str>,
@@ -490,7 +497,7 @@ fn open_stream(
     gzip: bool,
     no_header: bool,
 ) -> Result<Table, TableError> {
-    let mut magic = [0u8; 2];
+    let mut magic = [0u8; 4];
     let mut got = 0;
     while got < magic.len() {
         match reader.read(&mut magic[got..]) {
@@ -500,14 +507,22 @@ fn open_stream(
             Err(source) => return Err(TableError::Read { name, source }),
         }
     }
-    let is_gzip = magic[..got] == [0x1f, 0x8b];
-    if gzip && got > 0 && !is_gzip {
+    let is_gzip = magic[..got].starts_with(&[0x1f, 0x8b]);
+    let is_zstd = magic[..got] == [0x28, 0xb5, 0x2f, 0xfd];
+    if gzip && got > 0 && !is_gzip && !is_zstd {
         return Err(TableError::NotGzip { name });
     }
     let reader: Box<dyn Read + Send> =
         Box::new(io::Cursor::new(magic[..got].to_vec()).chain(reader));
     let reader: Box<dyn Read + Send> = if is_gzip {
         Box::new(flate2::read::MultiGzDecoder::new(reader))
+    } else if is_zstd {
+        Box::new(
+            zstd::stream::read::Decoder::new(reader).map_err(|source| TableError::Read {
+                name: name.clone(),
+                source,
+            })?,
+        )
     } else {
         reader
     };
@@ -1188,16 +1203,16 @@ impl ParquetRows {
 }
 
 /// The name of a codec the `parquet` features in Cargo.toml leave out
-/// (zstd would add a C build of ~30 s; brotli and lzo are rare).
+/// (lzo: rare, and not built).
 fn unsupported_codec(codec: Compression) -> Option<&'static str> {
     match codec {
         Compression::UNCOMPRESSED
         | Compression::SNAPPY
         | Compression::GZIP(_)
         | Compression::LZ4
-        | Compression::LZ4_RAW => None,
-        Compression::ZSTD(_) => Some("zstd"),
-        Compression::BROTLI(_) => Some("brotli"),
+        | Compression::LZ4_RAW
+        | Compression::ZSTD(_)
+        | Compression::BROTLI(_) => None,
         Compression::LZO => Some("lzo"),
     }
 }
@@ -2131,6 +2146,25 @@ not json
     }
 
     #[test]
+    fn zstd_jsonl_by_name_and_by_magic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl.zst");
+        let bytes = zstd::stream::encode_all(
+            &b"{\"url\": \"http://a/1\"}\n{\"url\": \"http://a/2\"}\n"[..],
+            3,
+        )
+        .unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let (format, compressed) = Format::from_path(&path).unwrap();
+        assert_eq!((format, compressed), (Format::Jsonl, true));
+        let records = read_all(open(&path, format, compressed).unwrap());
+        assert_eq!(records.len(), 2);
+        let records =
+            read_all(open_reader("-", Box::new(Cursor::new(bytes)), Format::Jsonl, false).unwrap());
+        assert_eq!(records.len(), 2);
+    }
+
+    #[test]
     fn missing_file_and_directory_are_errors_naming_them() {
         let err = open(Path::new("/no/such/list.csv"), Format::Csv, false)
             .err()
@@ -2186,9 +2220,10 @@ not json
     }
 
     /// Writes a parquet file with two row groups: ids, URLs (one null), a
-    /// double, a boolean and a list of strings.
+    /// double, a boolean and a list of strings; compressed with snappy,
+    /// gzip, zstd and brotli, one codec a column or two.
     fn write_parquet(path: &Path) {
-        use parquet::basic::{Compression, GzipLevel};
+        use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
         use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
         use parquet::file::properties::WriterProperties;
         use parquet::file::writer::SerializedFileWriter;
@@ -2212,6 +2247,14 @@ not json
             .set_column_compression(
                 ColumnPath::from("url"),
                 Compression::GZIP(GzipLevel::default()),
+            )
+            .set_column_compression(
+                ColumnPath::from("score"),
+                Compression::ZSTD(ZstdLevel::default()),
+            )
+            .set_column_compression(
+                ColumnPath::from("ok"),
+                Compression::BROTLI(BrotliLevel::default()),
             )
             .build();
         let file = std::fs::File::create(path).unwrap();
@@ -2383,12 +2426,13 @@ not json
         assert_eq!(unsupported_codec(Compression::LZ4_RAW), None);
         assert_eq!(
             unsupported_codec(Compression::ZSTD(ZstdLevel::default())),
-            Some("zstd")
+            None
         );
         assert_eq!(
             unsupported_codec(Compression::BROTLI(BrotliLevel::default())),
-            Some("brotli")
+            None
         );
+        assert_eq!(unsupported_codec(Compression::LZO), Some("lzo"));
     }
 
     #[test]
