@@ -503,11 +503,12 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         .unwrap_or_default();
     ticker_stop.cancel();
     let _ = ticker.await;
-    let tally = match tally {
+    let mut tally = match tally {
         Ok(Ok(t)) => t?,
         // The ledger thread panicked: a bug, but the job's files are safe.
         _ => Tally::default(),
     };
+    tally.received = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
     let interrupted = user_stop.is_cancelled();
     let no_space = shared_no_space.lock().ok().and_then(|mut n| n.take());
     let elapsed = progress.elapsed();

@@ -161,8 +161,11 @@ pub struct Tally {
     /// failed too, but not items of the job state, so counted apart, as
     /// `haul status` does not see them.
     pub bad: u64,
-    /// Bytes written by downloaded items.
+    /// Bytes written by downloaded items (whole files, resumed ones too).
     pub bytes: u64,
+    /// Bytes received over the network in this run (a resumed file counts
+    /// only what came now): what the closing rate is of.
+    pub received: u64,
     /// Failures by reason.
     pub failures: BTreeMap<String, u64>,
     /// Skips by reason.
@@ -517,13 +520,23 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A rate for people: no decimals from 10 up, one below (so 0.4 files/s
+/// does not read as 0).
+pub fn per_second(v: f64) -> String {
+    if v >= 10.0 || v == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// The closing summary, several lines, for stderr.
 pub fn summary(t: &Tally, elapsed: Duration, interrupted: bool) -> String {
     let secs = elapsed.as_secs_f64().max(1e-6);
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}: {} done, {} skipped, {} failed{}; {} in {:.2} s ({:.0} files/s, {})",
+        "{}: {} done, {} skipped, {} failed{}; {} in {:.2} s ({} files/s, {})",
         if interrupted {
             "interrupted"
         } else {
@@ -537,10 +550,10 @@ pub fn summary(t: &Tally, elapsed: Duration, interrupted: bool) -> String {
             1 => ", 1 bad input row".into(),
             n => format!(", {n} bad input rows"),
         },
-        human_bytes(t.bytes),
+        human_bytes(t.received),
         secs,
-        t.ok as f64 / secs,
-        format_args!("{}/s", human_bytes((t.bytes as f64 / secs) as u64)),
+        per_second(t.ok as f64 / secs),
+        format_args!("{}/s", human_bytes((t.received as f64 / secs) as u64)),
     );
     for (reason, n) in &t.skips {
         let _ = writeln!(s, "  skipped {n:>6}  {reason}");
@@ -576,12 +589,13 @@ mod tests {
             skipped: 1,
             failed: 2,
             bytes: 3000,
+            received: 3000,
             ..Tally::default()
         };
         t.failures.insert("HTTP 404".into(), 2);
         t.skips.insert("exists".into(), 1);
         insta::assert_snapshot!(summary(&t, Duration::from_secs(2), false), @r"
-        finished: 3 done, 1 skipped, 2 failed; 3.0 kB in 2.00 s (2 files/s, 1.5 kB/s)
+        finished: 3 done, 1 skipped, 2 failed; 3.0 kB in 2.00 s (1.5 files/s, 1.5 kB/s)
           skipped      1  exists
           failed       2  HTTP 404
         ");

@@ -35,11 +35,15 @@ const BIG: u64 = 1 << 20;
 const SHOWN: usize = 3;
 /// Time between plain progress lines.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
+/// A transfer that has received nothing for this long shows as stalled.
+const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 struct Transfer {
     name: String,
     total: Option<u64>,
     bytes: AtomicU64,
+    /// When bytes last arrived, in milliseconds since the job started.
+    last_ms: AtomicU64,
 }
 
 /// Counters shared by every transfer, and the display that reads them.
@@ -74,6 +78,8 @@ impl TransferBar {
     /// Adds body bytes to this transfer's line.
     pub fn add(&self, n: u64) {
         self.state.bytes.fetch_add(n, Relaxed);
+        let now = self.progress.started.elapsed().as_millis() as u64;
+        self.state.last_ms.store(now, Relaxed);
     }
 }
 
@@ -127,6 +133,7 @@ impl Progress {
             name: name.to_string(),
             total,
             bytes: AtomicU64::new(0),
+            last_ms: AtomicU64::new(self.started.elapsed().as_millis() as u64),
         });
         self.big.lock().ok()?.insert(id, state.clone());
         Some(TransferBar {
@@ -148,6 +155,31 @@ impl Progress {
 
     fn finished(&self) -> u64 {
         self.ok.load(Relaxed) + self.skipped.load(Relaxed) + self.failed.load(Relaxed)
+    }
+
+    /// The time left, from the bytes still to come at the rate so far: the
+    /// rest of the large transfers in flight (their sizes are known), and
+    /// for the files not finished, the mean size of those that were. `None`
+    /// until the input is read and some bytes have come.
+    fn eta(&self) -> Option<Duration> {
+        let elapsed = self.elapsed().as_secs_f64();
+        let received = self.bytes.load(Relaxed) as f64;
+        let finished = self.finished();
+        if !self.input_done.load(Relaxed) || received == 0.0 || finished == 0 || elapsed < 1.0 {
+            return None;
+        }
+        let (mut rest, mut counted) = (0.0, 0u64);
+        if let Ok(big) = self.big.lock() {
+            for t in big.values() {
+                if let Some(total) = t.total {
+                    rest += total.saturating_sub(t.bytes.load(Relaxed)) as f64;
+                    counted += 1;
+                }
+            }
+        }
+        let left = self.seen.load(Relaxed).saturating_sub(finished + counted);
+        rest += left as f64 * received / finished as f64;
+        Some(Duration::from_secs_f64(rest / (received / elapsed)))
     }
 
     fn rate(&self) -> String {
@@ -191,15 +223,16 @@ impl Progress {
     async fn run_bars(&self, stop: tokio_util::sync::CancellationToken) {
         let Some(multi) = &self.multi else { return };
         let main = multi.add(ProgressBar::new(0));
+        // Fixed parts stay within 80 columns; the bars take what is left.
         main.set_style(
             ProgressStyle::with_template(
-                "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} files  {msg}  eta {eta}",
+                "{spinner} {elapsed:>4} {wide_bar} {pos}/{len} files {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
         let line_style = ProgressStyle::with_template(
-            "  {prefix:30!} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec}",
+            "  {prefix:20!} {wide_bar} {decimal_bytes:>9}/{decimal_total_bytes:<9} {msg:>12}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
@@ -212,8 +245,12 @@ impl Progress {
             }
             main.set_length(self.seen.load(Relaxed));
             main.set_position(self.finished());
+            let eta = match self.eta() {
+                Some(d) => format!("eta {}", indicatif::HumanDuration(d)),
+                None => "eta ?".into(),
+            };
             main.set_message(format!(
-                "{}  {}  {} failed",
+                "{} {} {} failed {eta}",
                 human_bytes(self.bytes.load(Relaxed)),
                 self.rate(),
                 self.failed.load(Relaxed)
@@ -245,6 +282,15 @@ impl Progress {
                     }
                 };
                 bar.set_position(t.bytes.load(Relaxed));
+                let now = self.started.elapsed().as_millis() as u64;
+                let quiet = Duration::from_millis(now.saturating_sub(t.last_ms.load(Relaxed)));
+                if quiet >= STALLED_AFTER {
+                    bar.set_message(format!("stalled {}s", quiet.as_secs()));
+                } else {
+                    let secs = bar.elapsed().as_secs_f64().max(0.2);
+                    let rate = (bar.position() as f64 / secs) as u64;
+                    bar.set_message(format!("{}/s", human_bytes(rate)));
+                }
             }
         }
         for (_, bar) in lines {
