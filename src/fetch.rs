@@ -262,6 +262,9 @@ pub struct Target {
     pub dest_fixed: bool,
     /// Bytes in the `.part` file that a request may resume from.
     pub part_len: u64,
+    /// A partial was given up for a restart from zero: if the body then
+    /// takes the in-memory path, the old `.part` is removed once it lands.
+    pub stale_part: bool,
     /// Validators the partial was fetched under.
     pub validators: Option<Validators>,
     /// The item's metadata document (`--meta-url`).
@@ -293,6 +296,7 @@ impl Target {
             dest: item.dest,
             dest_fixed: item.dest_fixed,
             part_len: item.part_len,
+            stale_part: false,
             validators: item.validators,
             meta: None,
             note: None,
@@ -321,6 +325,7 @@ impl Target {
     }
 
     fn restart(&mut self, why: &str) {
+        self.stale_part |= self.part_len > 0;
         self.part_len = 0;
         self.validators = None;
         self.note = Some(format!("restarted from zero: {why}"));
@@ -646,6 +651,7 @@ impl Fetcher {
                 // A body that will not fit the in-memory path goes to disk
                 // anyway: write it by time as well as by size from the start.
                 w.eager = append_from > 0 || length.is_none_or(|l| l > FLUSH_AT as u64);
+                w.stale_part = target.stale_part;
                 let mut pushed = Ok(());
                 for c in held.drain(..) {
                     pushed = w.push(c).await;
@@ -1165,6 +1171,9 @@ struct PartWriter {
     /// to `.part` anyway. Set once a first flush by size has happened too.
     eager: bool,
     last_flush: std::time::Instant,
+    /// An abandoned `.part` of this name may stand: remove it if the body
+    /// lands without one (the in-memory path).
+    stale_part: bool,
 }
 
 fn join_error(part: &std::path::Path, e: crate::disk::Lost) -> FetchError {
@@ -1198,6 +1207,7 @@ impl PartWriter {
             buffered: 0,
             eager: false,
             last_flush: std::time::Instant::now(),
+            stale_part: false,
         }
     }
 
@@ -1270,6 +1280,7 @@ impl PartWriter {
         let mut disk = self.settle().await?;
         let chunks = std::mem::take(&mut self.buf);
         let part = disk.part.clone();
+        let stale_part = self.stale_part;
         self.pool
             .run(move || {
                 if disk.file.is_none() && disk.append_from == 0 {
@@ -1277,6 +1288,9 @@ impl PartWriter {
                     // resume, so it need not ever have a name of its own.
                     #[cfg(target_os = "linux")]
                     if let Some(done) = disk.place_whole(&chunks, expect.as_deref()) {
+                        if stale_part && done.is_ok() {
+                            let _ = disk.root.remove(&disk.part_rel);
+                        }
                         return done;
                     }
                 }

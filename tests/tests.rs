@@ -7,6 +7,7 @@ mod util;
 mod core;
 mod crawl;
 mod dataset;
+mod first_contact;
 mod hostile;
 mod resume;
 mod safety;
