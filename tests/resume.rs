@@ -385,3 +385,70 @@ async fn status_reports_the_job_state() {
     assert!(stderr(&o).contains("no job state"), "{}", stderr(&o));
     origin.stop().await;
 }
+
+/// Copies `from` into `to`, recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_written_by_the_first_release_is_carried_on() {
+    let origin = Origin::start(Config::default()).await.unwrap();
+    let s = Scratch::new();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-v0/out");
+    copy_dir(&fixture, &s.out());
+    // The fixture's URLs name the port it was made on; point them here.
+    let port = origin
+        .url("")
+        .trim_start_matches("http://127.0.0.1:")
+        .to_string();
+    let db = rusqlite::Connection::open(s.out().join(".haul/state.db")).unwrap();
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 0, "the fixture is of the first schema");
+    db.execute(
+        "UPDATE items SET url = replace(url, '127.0.0.1:47123', ?1)",
+        [format!("127.0.0.1:{port}")],
+    )
+    .unwrap();
+    drop(db);
+    let d = "/drip/d.bin?size=1100000&chunk=32768&delay_ms=40";
+    let urls = [
+        origin.url("/file/a.bin?size=1000"),
+        origin.url("/status/404/c.bin"),
+        origin.url(d),
+    ];
+    let list = s.list("urls.txt", &urls);
+    let o = s.fetch(&list, &[]).await;
+    // c.bin failed for good in the first run: not retried, still failed.
+    assert_exit(&o, 1);
+    assert_eq!(
+        read(s.out().join("a.bin")),
+        expected("/file/a.bin?size=1000")
+    );
+    assert_eq!(read(s.out().join("d.bin")), expected(d));
+    let m = s.manifest("r.jsonl");
+    let line = |name: &str| m.iter().find(|l| l["path"] == name).unwrap().clone();
+    assert_eq!(line("a.bin")["reason"], "done");
+    assert_eq!(line("c.bin")["status"], "failed");
+    assert_eq!(line("d.bin")["note"], "resumed at byte 524288");
+    assert_eq!(origin.requests("/file/a.bin"), 0);
+    assert_eq!(origin.requests("/status/404/c.bin"), 0);
+    let db = rusqlite::Connection::open(s.out().join(".haul/state.db")).unwrap();
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1, "migrated");
+    origin.stop().await;
+}
