@@ -145,7 +145,7 @@ pub struct Ledger {
     /// more work, so the job is not over.
     pages_open: u64,
     /// Print every bad input row as it is read (`-v`), not only the first
-    /// [`BAD_SHOWN`].
+    /// `BAD_SHOWN`.
     pub verbose: bool,
     /// Print no bad input row at all (`-q`).
     pub quiet: bool,
