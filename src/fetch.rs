@@ -236,6 +236,32 @@ impl FetchError {
     }
 }
 
+impl From<crate::http::HttpError> for FetchError {
+    fn from(e: crate::http::HttpError) -> Self {
+        use crate::http::HttpError as H;
+        match e {
+            H::Connect(s) => Self::Connect(s),
+            H::Dns { detail, transient } => Self::Dns { detail, transient },
+            H::Tls(s) => Self::Tls(s),
+            H::Certificate(s) => Self::Certificate(s),
+            H::Timeout(s) => Self::Timeout(s),
+            H::Network(s) => Self::Network(s),
+            H::Redirect(s) => Self::Redirect(s),
+            H::Request(s) => Self::Request(s),
+        }
+    }
+}
+
+impl crate::schedule::Retryable for FetchError {
+    fn broke_mid_exchange(&self) -> bool {
+        matches!(self, Self::Network(_) | Self::Truncated { .. })
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        FetchError::retry_after(self)
+    }
+}
+
 /// Whether an I/O error says the file system is full or the quota spent.
 pub fn is_out_of_space(e: &io::Error) -> bool {
     matches!(
@@ -596,7 +622,7 @@ impl Fetcher {
             };
             let chunk = match chunk {
                 Ok(c) => c,
-                Err(e) => break e,
+                Err(e) => break e.into(),
             };
             let done = chunk.is_none();
             if let Some(chunk) = chunk {
@@ -1321,13 +1347,4 @@ impl PartWriter {
     }
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
+pub use crate::check::hex;

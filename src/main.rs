@@ -65,7 +65,7 @@ fn chain(e: &anyhow::Error) -> String {
 }
 
 fn status(args: haul::cli::StatusArgs) -> anyhow::Result<ExitCode> {
-    let text = haul::report::status::run(&args)?;
+    let text = haul::report::status::run(&args.dir, args.json, &args.report, &args.failed)?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }

@@ -20,8 +20,7 @@ use url::Url;
 /// Suffix of the file a transfer writes before it is complete.
 pub const PART_SUFFIX: &str = ".part";
 
-/// Directory inside the output directory that haul keeps for itself.
-pub const STATE_DIR: &str = ".haul";
+pub use crate::store::STATE_DIR;
 
 /// Longest file name we produce, in bytes. Leaves room under the common
 /// 255-byte limit for a collision counter and the `.part` suffix.

@@ -144,7 +144,7 @@ fn file_matches(root: &Root, dest: &Dest, bytes: u64, sha256: Option<&str>) -> b
             Err(_) => return false,
         }
     }
-    crate::fetch::hex(hasher.finish().as_ref()) == want
+    crate::check::hex(hasher.finish().as_ref()) == want
 }
 
 impl Planner {

@@ -109,6 +109,15 @@ impl Default for Backoff {
     }
 }
 
+/// What the wait before a retry is decided on. Implemented by the fetch
+/// stage's error, which the schedule does not need to know.
+pub trait Retryable {
+    /// The connection broke during the exchange (a reset, a body cut short).
+    fn broke_mid_exchange(&self) -> bool;
+    /// The wait the server asked for (`Retry-After`).
+    fn retry_after(&self) -> Option<Duration>;
+}
+
 impl Backoff {
     /// The wait before retry number `retry` (1-based) after `error`.
     ///
@@ -118,9 +127,8 @@ impl Backoff {
     /// the benchmark's faults workload the waits of the files that failed
     /// last set the job's end. Every other failure, and any second retry,
     /// backs off.
-    pub fn delay_after(&self, retry: u32, error: &crate::fetch::FetchError) -> Duration {
-        use crate::fetch::FetchError;
-        if retry == 1 && matches!(error, FetchError::Network(_) | FetchError::Truncated { .. }) {
+    pub fn delay_after(&self, retry: u32, error: &impl Retryable) -> Duration {
+        if retry == 1 && error.broke_mid_exchange() {
             return Duration::ZERO;
         }
         self.delay(retry, error.retry_after())

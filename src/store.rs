@@ -18,7 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::naming::STATE_DIR;
+/// Directory inside the output directory that haul keeps for itself.
+pub const STATE_DIR: &str = ".haul";
 
 /// File name of the database inside [`STATE_DIR`].
 pub const DB_NAME: &str = "state.db";

@@ -24,7 +24,10 @@
 //! reqwest's redirect policy cannot drop a header it does not know to be
 //! sensitive, so reqwest is asked not to follow redirects at all.
 
+mod error;
 mod plain;
+
+pub use error::HttpError;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -37,8 +40,6 @@ use reqwest::header::{
 };
 use reqwest::{redirect, StatusCode};
 use url::Url;
-
-use crate::fetch::FetchError;
 
 /// Redirects followed before giving up.
 pub const MAX_REDIRECTS: usize = 10;
@@ -105,7 +106,7 @@ struct Web {
 }
 
 impl Web {
-    async fn client(&self) -> Result<&reqwest::Client, FetchError> {
+    async fn client(&self) -> Result<&reqwest::Client, HttpError> {
         self.client
             .get_or_try_init(|| async {
                 let cfg = self.cfg.clone();
@@ -114,7 +115,7 @@ impl Web {
                     .map_err(|e| ClientError(e.to_string()))?
             })
             .await
-            .map_err(|e| FetchError::Request(e.to_string()))
+            .map_err(|e| HttpError::Request(e.to_string()))
     }
 }
 
@@ -170,7 +171,7 @@ impl Client {
         &self,
         url: &Url,
         extra: &[(HeaderName, HeaderValue)],
-    ) -> Result<Response, FetchError> {
+    ) -> Result<Response, HttpError> {
         let mut headers = Cow::Borrowed(&*self.headers);
         if !extra.is_empty() {
             let h = headers.to_mut();
@@ -201,7 +202,7 @@ impl Client {
             };
             hops += 1;
             if hops > MAX_REDIRECTS {
-                return Err(FetchError::Redirect(format!(
+                return Err(HttpError::Redirect(format!(
                     "more than {MAX_REDIRECTS} redirects"
                 )));
             }
@@ -241,7 +242,7 @@ fn redirect_target(
     url: &Url,
     status: StatusCode,
     headers: &HeaderMap,
-) -> Result<Option<Url>, FetchError> {
+) -> Result<Option<Url>, HttpError> {
     if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
         return Ok(None);
     }
@@ -249,12 +250,12 @@ fn redirect_target(
         return Ok(None);
     };
     let location = std::str::from_utf8(location.as_bytes())
-        .map_err(|_| FetchError::Redirect("the Location header is not UTF-8".into()))?;
+        .map_err(|_| HttpError::Redirect("the Location header is not UTF-8".into()))?;
     let next = url
         .join(location)
-        .map_err(|e| FetchError::Redirect(format!("bad Location {location:?}: {e}")))?;
+        .map_err(|e| HttpError::Redirect(format!("bad Location {location:?}: {e}")))?;
     if !matches!(next.scheme(), "http" | "https") {
-        return Err(FetchError::Redirect(format!(
+        return Err(HttpError::Redirect(format!(
             "redirect to unsupported scheme {}:",
             next.scheme()
         )));
@@ -323,7 +324,7 @@ impl Response {
     }
 
     /// The next piece of the body; `None` at its end.
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
         match self {
             Self::Web(r) => r.chunk().await.map_err(from_reqwest),
             Self::Plain(r, _) => r.chunk().await,
@@ -343,7 +344,7 @@ impl Response {
     }
 }
 
-fn from_reqwest(e: reqwest::Error) -> FetchError {
+fn from_reqwest(e: reqwest::Error) -> HttpError {
     let (timeout, redirect, connect, builder) = (
         e.is_timeout(),
         e.is_redirect(),
@@ -353,23 +354,23 @@ fn from_reqwest(e: reqwest::Error) -> FetchError {
     let e = e.without_url();
     let msg = error_chain(&e);
     if timeout {
-        FetchError::Timeout(msg)
+        HttpError::Timeout(msg)
     } else if redirect {
-        FetchError::Redirect(msg)
+        HttpError::Redirect(msg)
     } else if connect {
         connect_kind(&e, msg)
     } else if builder {
-        FetchError::Request(msg)
+        HttpError::Request(msg)
     } else {
-        FetchError::Network(msg)
+        HttpError::Network(msg)
     }
 }
 
 /// An error and its sources, `: `-separated, repeats dropped.
 /// The error for a name that did not resolve; `EAI_AGAIN` ("temporary
 /// failure") may resolve next time, a name that does not exist will not.
-pub(crate) fn dns_error(detail: &str) -> FetchError {
-    FetchError::Dns {
+pub(crate) fn dns_error(detail: &str) -> HttpError {
+    HttpError::Dns {
         transient: detail.contains("Temporary failure") || detail.contains("try again"),
         detail: detail.to_string(),
     }
@@ -378,22 +379,22 @@ pub(crate) fn dns_error(detail: &str) -> FetchError {
 /// Tells apart the reasons reqwest gives one error kind for: a name that
 /// did not resolve, a certificate that is not trusted, a TLS handshake that
 /// failed otherwise, and a connection refused or unreachable.
-fn connect_kind(e: &reqwest::Error, msg: String) -> FetchError {
+fn connect_kind(e: &reqwest::Error, msg: String) -> HttpError {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
         if let Some(tls) = s.downcast_ref::<rustls::Error>() {
             return match tls {
-                rustls::Error::InvalidCertificate(c) => FetchError::Certificate(format!("{c:?}")),
-                other => FetchError::Tls(other.to_string()),
+                rustls::Error::InvalidCertificate(c) => HttpError::Certificate(format!("{c:?}")),
+                other => HttpError::Tls(other.to_string()),
             };
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 return match tls {
                     rustls::Error::InvalidCertificate(c) => {
-                        FetchError::Certificate(format!("{c:?}"))
+                        HttpError::Certificate(format!("{c:?}"))
                     }
-                    other => FetchError::Tls(other.to_string()),
+                    other => HttpError::Tls(other.to_string()),
                 };
             }
         }
@@ -402,15 +403,15 @@ fn connect_kind(e: &reqwest::Error, msg: String) -> FetchError {
     // The chain above holds rustls's error where reqwest keeps it; where a
     // layer has flattened it into text, its text is all there is.
     if msg.contains("invalid peer certificate") {
-        return FetchError::Certificate(msg);
+        return HttpError::Certificate(msg);
     }
     if msg.contains("received corrupt message") || msg.contains("InvalidContentType") {
-        return FetchError::Tls(msg);
+        return HttpError::Tls(msg);
     }
     if msg.contains("dns error") || msg.contains("failed to lookup address") {
         return dns_error(&msg);
     }
-    FetchError::Connect(msg)
+    HttpError::Connect(msg)
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
@@ -456,7 +457,7 @@ mod tests {
         [("plain", client(true, t)), ("reqwest", client(false, t))]
     }
 
-    async fn body(mut resp: Response) -> Result<Vec<u8>, FetchError> {
+    async fn body(mut resp: Response) -> Result<Vec<u8>, HttpError> {
         let mut out = Vec::new();
         while let Some(c) = resp.chunk().await? {
             out.extend_from_slice(&c);
@@ -529,7 +530,7 @@ mod tests {
                 Err(e) => e,
                 Ok(r) => panic!("{name}: {}", r.status()),
             };
-            assert!(matches!(err, FetchError::Redirect(_)), "{name}: {err}");
+            assert!(matches!(err, HttpError::Redirect(_)), "{name}: {err}");
             assert!(err.to_string().contains("more than 10 redirects"), "{err}");
         }
         let hops = origin.requests("/redirect-loop/0")
@@ -543,11 +544,31 @@ mod tests {
     #[test]
     fn a_name_that_does_not_exist_is_not_retried_a_resolver_hiccup_is() {
         let gone = dns_error("failed to lookup address information: Name or service not known");
+        assert!(
+            matches!(
+                gone,
+                HttpError::Dns {
+                    transient: false,
+                    ..
+                }
+            ),
+            "{gone}"
+        );
+        let gone = crate::fetch::FetchError::from(gone);
         assert_eq!(gone.reason(), "host name not found");
         assert!(!gone.is_transient());
         let busy =
             dns_error("failed to lookup address information: Temporary failure in name resolution");
-        assert!(busy.is_transient());
+        assert!(
+            matches!(
+                busy,
+                HttpError::Dns {
+                    transient: true,
+                    ..
+                }
+            ),
+            "{busy}"
+        );
     }
 
     #[tokio::test]
@@ -594,10 +615,7 @@ mod tests {
                 .await
                 .unwrap();
             let err = body(resp).await.unwrap_err();
-            assert!(
-                matches!(err, FetchError::Timeout(_)),
-                "plain={plain}: {err}"
-            );
+            assert!(matches!(err, HttpError::Timeout(_)), "plain={plain}: {err}");
         }
         origin.stop().await;
     }
@@ -671,7 +689,7 @@ mod tests {
                 Err(e) => e,
                 Ok(r) => panic!("{name}: {}", r.status()),
             };
-            assert!(matches!(err, FetchError::Connect(_)), "{name}: {err}");
+            assert!(matches!(err, HttpError::Connect(_)), "{name}: {err}");
         }
     }
 }

@@ -34,8 +34,8 @@ use reqwest::StatusCode;
 use tokio::net::TcpStream;
 use url::{Position, Url};
 
+use super::HttpError;
 use super::{error_chain, ClientConfig, ClientError};
-use crate::fetch::FetchError;
 
 /// How long an idle connection is kept.
 pub const IDLE_FOR: Duration = Duration::from_secs(30);
@@ -49,8 +49,8 @@ pub fn serves(url: &Url) -> bool {
 /// host that is never asked again does not keep its connections open.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-fn connect_error(e: io::Error) -> FetchError {
-    FetchError::Connect(format!("tcp connect error: {e}"))
+fn connect_error(e: io::Error) -> HttpError {
+    HttpError::Connect(format!("tcp connect error: {e}"))
 }
 
 /// When a name resolves to several addresses, the wait before trying the
@@ -99,15 +99,15 @@ impl Pool {
     }
 
     /// Sends a GET for `url` with `headers` and waits for the response head.
-    pub async fn get(&self, url: &Url, headers: &HeaderMap) -> Result<Response, FetchError> {
+    pub async fn get(&self, url: &Url, headers: &HeaderMap) -> Result<Response, HttpError> {
         // "host:port" as the URL spells it (no port when it is the default),
         // which is both the pool's key and the Host header.
         let authority = &url[Position::BeforeHost..Position::AfterPort];
         let target = &url[Position::BeforePath..Position::AfterQuery];
         let uri = hyper::Uri::try_from(target)
-            .map_err(|e| FetchError::Request(format!("bad request target {target:?}: {e}")))?;
+            .map_err(|e| HttpError::Request(format!("bad request target {target:?}: {e}")))?;
         let host_header = HeaderValue::from_str(authority)
-            .map_err(|e| FetchError::Request(format!("bad host {authority:?}: {e}")))?;
+            .map_err(|e| HttpError::Request(format!("bad host {authority:?}: {e}")))?;
         let host = self.host(authority);
         loop {
             let (mut sender, reused) = match host.take().await {
@@ -130,7 +130,7 @@ impl Pool {
             let sent = tokio::time::timeout(self.read_timeout, sender.try_send_request(req)).await;
             match sent {
                 Err(_) => {
-                    return Err(FetchError::Timeout(format!(
+                    return Err(HttpError::Timeout(format!(
                         "no response within {:?}",
                         self.read_timeout
                     )))
@@ -145,7 +145,7 @@ impl Pool {
                     return Ok(resp);
                 }
                 Ok(Err(e)) if reused && e.message().is_some() => continue,
-                Ok(Err(e)) => return Err(FetchError::Network(error_chain(e.error()))),
+                Ok(Err(e)) => return Err(HttpError::Network(error_chain(e.error()))),
             }
         }
     }
@@ -172,7 +172,7 @@ impl Pool {
         h
     }
 
-    async fn connect(&self, url: &Url) -> Result<SendRequest<Empty<Bytes>>, FetchError> {
+    async fn connect(&self, url: &Url) -> Result<SendRequest<Empty<Bytes>>, HttpError> {
         let port = url.port_or_known_default().unwrap_or(80);
         let connect = async {
             match url.host() {
@@ -189,19 +189,19 @@ impl Pool {
                         .collect();
                     connect_any(addrs).await.map_err(connect_error)
                 }
-                None => Err(FetchError::Request("the URL has no host".into())),
+                None => Err(HttpError::Request("the URL has no host".into())),
             }
         };
         let stream = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| {
-                FetchError::Timeout(format!("no connection within {:?}", self.connect_timeout))
+                HttpError::Timeout(format!("no connection within {:?}", self.connect_timeout))
             })??;
         // Small requests and responses: do not wait to fill a segment.
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| FetchError::Network(error_chain(&e)))?;
+            .map_err(|e| HttpError::Network(error_chain(&e)))?;
         // The connection's own task: it ends when the server closes the
         // connection or when the last sender is dropped.
         tokio::spawn(async move {
@@ -300,17 +300,17 @@ impl Response {
         self.inner.body().size_hint().exact()
     }
 
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
         loop {
             let frame = tokio::time::timeout(self.read_timeout, self.inner.body_mut().frame())
                 .await
-                .map_err(|_| FetchError::Timeout(format!("no data for {:?}", self.read_timeout)))?;
+                .map_err(|_| HttpError::Timeout(format!("no data for {:?}", self.read_timeout)))?;
             match frame {
                 None => {
                     self.release_if_done();
                     return Ok(None);
                 }
-                Some(Err(e)) => return Err(FetchError::Network(error_chain(&e))),
+                Some(Err(e)) => return Err(HttpError::Network(error_chain(&e))),
                 Some(Ok(frame)) => {
                     self.release_if_done();
                     // Trailers carry nothing for the file.

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{human_bytes, ReportError};
-use crate::cli::StatusArgs;
 use crate::store::{Store, StoreError};
 
 /// Why `status` could not answer.
@@ -252,14 +251,20 @@ pub fn render(dir: &Path, st: &JobStatus) -> String {
     s
 }
 
-/// Runs `haul status`.
-pub fn run(args: &StatusArgs) -> Result<String, StatusError> {
-    let st = load(&args.dir, &args.report, &args.failed)?;
-    if args.json {
+/// Runs `haul status` on `dir`: text, or JSON with `json`; writes the
+/// manifest and the failed list when asked.
+pub fn run(
+    dir: &Path,
+    json: bool,
+    report: &Option<PathBuf>,
+    failed: &Option<PathBuf>,
+) -> Result<String, StatusError> {
+    let st = load(dir, report, failed)?;
+    if json {
         // Serializing plain numbers and strings cannot fail.
         Ok(serde_json::to_string_pretty(&st).unwrap_or_default() + "\n")
     } else {
-        Ok(render(&args.dir, &st))
+        Ok(render(dir, &st))
     }
 }
 
