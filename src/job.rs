@@ -175,6 +175,12 @@ pub enum JobError {
         /// A free name to suggest.
         suggest: PathBuf,
     },
+    /// The thread that records outcomes stopped unexpectedly (a bug).
+    #[error(
+        "the job state's recording thread stopped unexpectedly; what it recorded is kept, \
+         and running the same command again carries on (please report this)"
+    )]
+    LedgerLost,
     /// The output directory could not be created.
     #[error("cannot create output directory {path}: {source}")]
     Output {
@@ -505,8 +511,9 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     let _ = ticker.await;
     let mut tally = match tally {
         Ok(Ok(t)) => t?,
-        // The ledger thread panicked: a bug, but the job's files are safe.
-        _ => Tally::default(),
+        // The ledger thread panicked: a bug. The files are safe (nothing is
+        // recorded done that was not), but the run did not end well.
+        _ => return Err(JobError::LedgerLost),
     };
     tally.received = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
     let interrupted = user_stop.is_cancelled();
