@@ -335,7 +335,10 @@ impl PartWriter {
 
     /// Writes what is left, closes the file and renames it into place, unless
     /// its SHA-256 is not the `expect`ed one (then the partial is removed).
-    pub(super) async fn finish(mut self, expect: Option<String>) -> Result<Option<String>, FetchError> {
+    pub(super) async fn finish(
+        mut self,
+        expect: Option<String>,
+    ) -> Result<Option<String>, FetchError> {
         let mut disk = self.settle().await?;
         let chunks = std::mem::take(&mut self.buf);
         let part = disk.part.clone();

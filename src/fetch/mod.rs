@@ -35,8 +35,8 @@ use crate::schedule::parse_retry_after;
 mod error;
 mod file;
 
-pub use error::{is_out_of_space, FetchError};
 pub use crate::check::hex;
+pub use error::{is_out_of_space, FetchError};
 use file::PartWriter;
 
 /// Bytes gathered in memory before they are handed to a disk write.
@@ -759,4 +759,3 @@ async fn status_error(resp: Response) -> FetchError {
     resp.drain().await;
     FetchError::Status { code, retry_after }
 }
-

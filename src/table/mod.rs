@@ -51,12 +51,12 @@ mod lines;
 mod parquet_rows;
 mod write;
 
-pub use cells::{pick_column, split_urls};
-pub use write::RowWriter;
 use cells::*;
+pub use cells::{pick_column, split_urls};
 use delimited::*;
 use lines::*;
 use parquet_rows::*;
+pub use write::RowWriter;
 
 /// The longest physical line kept; longer lines are reported as bad rows.
 const LINE_CAP: usize = 64 << 20;

@@ -79,7 +79,10 @@ impl RowWriter {
         }
     }
 
-    pub(super) fn write_fields<'a>(&mut self, fields: impl Iterator<Item = &'a str>) -> io::Result<()> {
+    pub(super) fn write_fields<'a>(
+        &mut self,
+        fields: impl Iterator<Item = &'a str>,
+    ) -> io::Result<()> {
         let Some(delimiter) = self.delimiter else {
             return Ok(());
         };
