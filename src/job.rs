@@ -75,6 +75,9 @@ pub struct Config {
     pub progress: ProgressMode,
     /// Print each retry and failure as it happens.
     pub verbose: bool,
+    /// Who hears of the job as it runs; `None`: the `haul` command's own
+    /// display on stderr ([`report::Console`]).
+    pub reporter: Option<report::SharedReporter>,
     /// Print no summary.
     pub quiet: bool,
 }
@@ -135,7 +138,15 @@ impl Config {
             progress: ProgressMode::Auto,
             verbose: false,
             quiet: false,
+            reporter: None,
         }
+    }
+
+    /// Sends the job's outcomes, counters and messages to `reporter`
+    /// instead of the console.
+    pub fn with_reporter(mut self, reporter: impl report::Reporter + 'static) -> Self {
+        self.reporter = Some(report::SharedReporter(Arc::new(reporter)));
+        self
     }
 }
 
@@ -222,6 +233,8 @@ struct Shared {
     retries: u32,
     stop: CancellationToken,
     verbose: bool,
+    /// Who hears of the job.
+    reporter: Arc<dyn report::Reporter>,
     /// Set, with where, by the first transfer that finds the disk full.
     no_space: Arc<std::sync::Mutex<Option<String>>>,
     output: PathBuf,
@@ -340,6 +353,9 @@ fn protected_names(root: &std::path::Path, cfg: &Config) -> std::collections::Ha
         .collect()
 }
 
+/// Time between two [`report::Reporter::on_progress`] calls.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
 /// Runs a job to the end, or until `stop` is cancelled.
 pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, JobError> {
     refuse_clobber(&cfg)?;
@@ -359,10 +375,19 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     if cfg.crawl.is_some() {
         entries = entries.with_kind(crate::source::Kind::Page { depth: 0 });
     }
-    if !cfg.quiet {
-        for note in entries.notes() {
-            eprintln!("haul: {note}");
-        }
+    // A caller's own reporter draws what it likes; the console display is
+    // the `haul` command's.
+    let progress = Progress::new(if cfg.quiet || cfg.reporter.is_some() {
+        ProgressMode::None
+    } else {
+        cfg.progress
+    });
+    let reporter: Arc<dyn report::Reporter> = match &cfg.reporter {
+        Some(r) => r.0.clone(),
+        None => Arc::new(report::Console::new(progress.clone(), cfg.quiet)),
+    };
+    for note in entries.notes() {
+        reporter.on_message(report::Level::Note, note);
     }
     let out = Arc::new(crate::beneath::Root::open(&cfg.output).map_err(thread_error(&cfg.output))?);
     let empty_output = holds_only_state(&cfg.output, &cfg.reports);
@@ -372,11 +397,6 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     client_cfg.pool_per_host = cfg.per_host;
     let client = crate::http::Client::new(&client_cfg)?;
 
-    let progress = Progress::new(if cfg.quiet {
-        ProgressMode::None
-    } else {
-        cfg.progress
-    });
     let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
     let shared_no_space = Arc::new(std::sync::Mutex::new(None));
     let crawl = cfg.crawl.as_ref().map(|c| CrawlShared {
@@ -408,6 +428,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         verbose: cfg.verbose,
         no_space: shared_no_space.clone(),
         output: cfg.output.clone(),
+        reporter: reporter.clone(),
     });
 
     // Input thread: read lines as they come.
@@ -446,7 +467,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         cfg.overwrite,
     );
     ledger.verbose = cfg.verbose;
-    ledger.quiet = cfg.quiet;
+    ledger.reporter = reporter.clone();
     ledger.crawl = cfg.crawl.as_ref().map(|c| crate::ledger::CrawlPlan {
         scope: crate::crawl::scope::Scope::new(
             [],
@@ -470,6 +491,18 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
 
     let ticker_stop = CancellationToken::new();
     let ticker = tokio::spawn(progress.clone().run(ticker_stop.clone()));
+    let counters = {
+        let (progress, reporter, stop) = (progress.clone(), reporter.clone(), ticker_stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => reporter.on_progress(&progress.snapshot()),
+                }
+            }
+        })
+    };
 
     // Dispatcher: one task per item, at most `window` alive at once.
     let window = cfg.jobs * 4 + 256;
@@ -509,6 +542,8 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         .unwrap_or_default();
     ticker_stop.cancel();
     let _ = ticker.await;
+    let _ = counters.await;
+    reporter.on_progress(&progress.snapshot());
     let mut tally = match tally {
         Ok(Ok(t)) => t?,
         // The ledger thread panicked: a bug. The files are safe (nothing is
@@ -519,23 +554,20 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     let interrupted = user_stop.is_cancelled();
     let no_space = shared_no_space.lock().ok().and_then(|mut n| n.take());
     let elapsed = progress.elapsed();
-    if !cfg.quiet {
-        eprint!("{}", report::summary(&tally, elapsed, interrupted));
-    }
-    for name in empty_inputs.iter().filter(|_| !cfg.quiet) {
+    for name in empty_inputs.iter() {
         let name = if &**name == "-" {
             "standard input"
         } else {
             name
         };
-        eprintln!("haul: warning: no URLs found in {name}");
+        reporter.on_message(report::Level::Warning, &format!("no URLs found in {name}"));
     }
-    if let Some(where_) = &no_space {
-        eprintln!(
-            "haul: no space left on {where_}: stopped starting transfers; free some space \
-             and run the same command again to carry on"
-        );
-    }
+    reporter.on_finish(&report::Summary {
+        tally: tally.clone(),
+        interrupted,
+        no_space: no_space.clone(),
+        elapsed,
+    });
     Ok(Finished {
         tally,
         interrupted,
@@ -731,12 +763,15 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
             Err(e) if e.is_transient() && attempts <= sh.retries => {
                 let wait = sh.backoff.delay_after(attempts, &e);
                 if sh.verbose {
-                    sh.fetcher.progress.println(&format!(
-                        "retry {attempts}/{} in {:.1} s: {}: {e}",
-                        sh.retries,
-                        wait.as_secs_f64(),
-                        target.url
-                    ));
+                    sh.reporter.on_message(
+                        report::Level::Note,
+                        &format!(
+                            "retry {attempts}/{} in {:.1} s: {}: {e}",
+                            sh.retries,
+                            wait.as_secs_f64(),
+                            target.url
+                        ),
+                    );
                 }
                 out.http_status = e.http_status();
                 tokio::select! {
@@ -816,9 +851,10 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
                 sh.stop.cancel();
             }
             if sh.verbose {
-                sh.fetcher
-                    .progress
-                    .println(&format!("failed: {}: {e}{retried}", target.url));
+                sh.reporter.on_message(
+                    report::Level::Note,
+                    &format!("failed: {}: {e}{retried}", target.url),
+                );
             }
             if let Some(dest) = target
                 .dest

@@ -147,8 +147,8 @@ pub struct Ledger {
     /// Print every bad input row as it is read (`-v`), not only the first
     /// `BAD_SHOWN`.
     pub verbose: bool,
-    /// Print no bad input row at all (`-q`).
-    pub quiet: bool,
+    /// Who hears of every outcome and message.
+    pub reporter: Arc<dyn crate::report::Reporter>,
     /// Bad input rows seen, and how many were printed.
     bad: (u64, u64),
 }
@@ -190,7 +190,7 @@ impl Ledger {
             crawl: None,
             pages_open: 0,
             verbose: false,
-            quiet: false,
+            reporter: Arc::new(crate::report::Silent),
             bad: (0, 0),
         }
     }
@@ -221,11 +221,14 @@ impl Ledger {
         // The job's own failure first: a commit after it may fail for the
         // same cause, and would hide it.
         let (seen, shown) = self.bad;
-        if seen > shown && !self.quiet {
-            self.progress.println(&format!(
-                "haul: {} more bad input rows not shown (-v shows each; --report lists them)",
-                seen - shown
-            ));
+        if seen > shown {
+            self.reporter.on_message(
+                crate::report::Level::Warning,
+                &format!(
+                    "{} more bad input rows not shown (-v shows each; --report lists them)",
+                    seen - shown
+                ),
+            );
         }
         let committed = self.store.commit();
         result?;
@@ -502,13 +505,15 @@ impl Ledger {
             return;
         }
         self.bad.0 += 1;
-        if self.quiet || !(self.verbose || self.bad.1 < BAD_SHOWN) {
+        if !(self.verbose || self.bad.1 < BAD_SHOWN) {
             return;
         }
         self.bad.1 += 1;
         let error = o.error.as_deref().unwrap_or("bad input");
-        self.progress
-            .println(&format!("haul: skipping a bad row: {error}"));
+        self.reporter.on_message(
+            crate::report::Level::Warning,
+            &format!("skipping a bad row: {error}"),
+        );
     }
 
     fn record(&mut self, o: Outcome) -> Result<(), LedgerError> {
@@ -521,6 +526,7 @@ impl Ledger {
             Status::Failed => self.progress.failed.fetch_add(1, Relaxed),
         };
         self.recorder.record(&o)?;
+        self.reporter.on_outcome(&o);
         let Some(id) = o.id.filter(|_| !o.recorded) else {
             return Ok(());
         };

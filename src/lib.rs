@@ -9,6 +9,37 @@
 //! in the [`store`] and the [`report`]. [`job`] wires them together;
 //! [`naming`] is the one place paths are built, [`beneath`] the one place
 //! files under the output directory are opened; [`crawl`] reads pages.
+//!
+//! # Embedding
+//!
+//! A program runs a job with [`run`] and hears of it through a
+//! [`Reporter`] of its own: every item's [`Outcome`], the counters a few
+//! times a second, messages for people, and the end.
+//!
+//! ```no_run
+//! use haul::{InputSpec, Outcome, Reporter, Status};
+//!
+//! struct Print;
+//!
+//! impl Reporter for Print {
+//!     fn on_outcome(&self, o: &Outcome) {
+//!         if o.status == Status::Ok {
+//!             println!("{} -> {}", o.url, o.path.as_deref().unwrap_or("?"));
+//!         }
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), haul::JobError> {
+//! let urls = vec!["https://example.org/a.jpg".to_string()];
+//! let config = haul::Config::new(vec![InputSpec::Args(urls)], "downloads").with_reporter(Print);
+//! let finished = haul::run(config, tokio_util::sync::CancellationToken::new()).await?;
+//! println!("{} done, {} failed", finished.tally.ok, finished.tally.failed);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/embed.rs` is a whole program; `examples/demo.rs` runs the
+//! `haul` command's job on a local server.
 #![warn(missing_docs)]
 
 pub mod beneath;
@@ -30,3 +61,5 @@ pub mod table;
 pub mod template;
 
 pub use job::{run, Config, Finished, JobError};
+pub use report::{Level, Outcome, Reporter, Silent, Snapshot, Status, Summary, Tally};
+pub use source::InputSpec;

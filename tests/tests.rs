@@ -9,6 +9,7 @@ mod crawl;
 mod dataset;
 mod first_contact;
 mod hostile;
+mod library;
 mod resume;
 mod safety;
 mod symlinks;

@@ -6,9 +6,11 @@
 //! blocks the async runtime and never needs a lock.
 
 mod progress;
+mod reporter;
 pub mod status;
 
 pub use progress::{Progress, ProgressMode, TransferBar};
+pub use reporter::{Console, Level, Reporter, SharedReporter, Silent, Snapshot, Summary};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -122,6 +122,19 @@ impl Progress {
         self.started.elapsed()
     }
 
+    /// The counters now, for a [`super::Reporter`].
+    pub fn snapshot(&self) -> super::Snapshot {
+        super::Snapshot {
+            seen: self.seen.load(Relaxed),
+            input_done: self.input_done.load(Relaxed),
+            ok: self.ok.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            elapsed: self.elapsed(),
+        }
+    }
+
     /// Registers a transfer for its own line when it is big enough to be
     /// worth one and bars are drawn.
     pub fn transfer(self: &Arc<Self>, name: &str, total: Option<u64>) -> Option<TransferBar> {
