@@ -720,7 +720,7 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
     let mut attempts = 0;
     let is_page = matches!(target.kind, crate::source::Kind::Page { .. });
     if is_page {
-        out.kind = Some("page");
+        out.kind = Some(crate::report::OutcomeKind::Page);
     }
     let result = loop {
         if let Some(robots) = sh.crawl.as_ref().and_then(|c| c.robots.as_ref()) {

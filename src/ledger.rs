@@ -343,9 +343,7 @@ impl Ledger {
         }
         let n = self.progress.seen.load(Relaxed) + 1;
         match self.planner.plan(&self.store, entry, n)? {
-            Planned::Settled(o) if discovered && o.reason.as_deref() == Some("duplicate") => {
-                return Ok(false)
-            }
+            Planned::Settled(o) if discovered && o.duplicate => return Ok(false),
             Planned::Fetch(item) => {
                 if matches!(item.kind, crate::source::Kind::Page { .. }) {
                     self.pages_open += 1;
@@ -389,7 +387,7 @@ impl Ledger {
             }
             Event::Discovered(d) => self.discovered(*d, ahead)?,
             Event::Done(o) => {
-                if o.kind == Some("page") {
+                if o.kind == Some(crate::report::OutcomeKind::Page) {
                     self.pages_open = self.pages_open.saturating_sub(1);
                 }
                 self.record(*o)?;
@@ -497,13 +495,6 @@ impl Ledger {
     /// Says what is wrong with a row that could not become a request (not
     /// a URL, a bad name, a bad `--url`), naming its input and line.
     fn bad_row(&mut self, o: &Outcome) {
-        let bad = matches!(
-            o.reason.as_deref(),
-            Some("bad url" | "bad input" | "bad name" | "bad template")
-        );
-        if !bad {
-            return;
-        }
         self.bad.0 += 1;
         if !(self.verbose || self.bad.1 < BAD_SHOWN) {
             return;
@@ -517,7 +508,9 @@ impl Ledger {
     }
 
     fn record(&mut self, o: Outcome) -> Result<(), LedgerError> {
-        if o.status == Status::Failed && o.attempts == 0 && o.kind.is_none() {
+        // A row that never became an item of the job (not a URL, not
+        // readable) has no job-state row.
+        if o.status == Status::Failed && o.id.is_none() {
             self.bad_row(&o);
         }
         match o.status {
@@ -545,7 +538,7 @@ impl Ledger {
             permanent: o.permanent,
         };
         // A parsed page has no file to sync: what it held is in the store.
-        if state == State::Ok && self.sync && o.kind != Some("page") {
+        if state == State::Ok && self.sync && o.kind != Some(crate::report::OutcomeKind::Page) {
             // Recorded now with its size and hash, marked done after the
             // next group sync.
             self.store.finish(id, State::Saved, &finish)?;

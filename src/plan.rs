@@ -267,6 +267,7 @@ impl Planner {
             Some(row) if row.seen_run == store.run() => {
                 let mut o = Outcome::new(item.url.into(), &item.origin, Status::Skipped);
                 o.reason = Some("duplicate".into());
+                o.duplicate = true;
                 o.id = Some(row.id);
                 o.recorded = true;
                 Ok(Planned::Settled(o))
@@ -439,7 +440,7 @@ impl Planner {
                 o.id = Some(row.id);
                 o.recorded = true;
                 o.reason = Some("done".into());
-                o.kind = Some("page");
+                o.kind = Some(crate::report::OutcomeKind::Page);
                 return Ok(Planned::Settled(o));
             }
             return Ok(Planned::Fetch(item));

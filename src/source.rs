@@ -619,6 +619,7 @@ impl Entries {
                     continue;
                 }
             };
+            let mut broken = false;
             let read = match &mut input.reader {
                 Reader::Recorded(items) => match items.next() {
                     Some(entry) => {
@@ -652,7 +653,10 @@ impl Entries {
                         ),
                         // A read error ends that input; the entry that
                         // reports it names the file and line.
-                        Err(e) => Some(Err(format!("read error: {e}"))),
+                        Err(e) => {
+                            broken = true;
+                            Some(Err(format!("read error: {e}")))
+                        }
                     }
                 }
             };
@@ -670,7 +674,7 @@ impl Entries {
                     *current = None;
                 }
                 Some(Ok(text)) if text.is_empty() || text.starts_with('#') => {}
-                Some(Err(e)) if e.starts_with("read error") => {
+                Some(Err(e)) if broken => {
                     *current = None;
                     return Some(Entry::new(origin, Err(e)));
                 }

@@ -35,6 +35,15 @@ pub enum Status {
     Failed,
 }
 
+/// What an outcome is of, when it is not a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum OutcomeKind {
+    /// A crawled page: read for what it shows, not saved.
+    Page,
+}
+
 /// The record of one input item: one manifest line.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -69,7 +78,7 @@ pub struct Outcome {
     pub note: Option<String>,
     /// `page` for a crawled page (files have no `kind`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<&'static str>,
+    pub kind: Option<OutcomeKind>,
     /// For a file found by a crawl: the page it came from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<String>,
@@ -97,6 +106,9 @@ pub struct Outcome {
     /// The failure will not go away by retrying.
     #[serde(skip)]
     pub permanent: bool,
+    /// The item's URL came earlier in this run (skipped, `duplicate`).
+    #[serde(skip)]
+    pub duplicate: bool,
 }
 
 impl Outcome {
@@ -126,6 +138,7 @@ impl Outcome {
             id: None,
             recorded: false,
             permanent: false,
+            duplicate: false,
         }
     }
 }
