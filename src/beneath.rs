@@ -228,6 +228,14 @@ impl Root {
         self.rename_in(&dir, from_name, to_name)
     }
 
+    /// Syncs the directory that holds `rel`, so a rename or a new name in
+    /// it survives a power cut.
+    pub fn sync_dir_of(&self, rel: &str) -> io::Result<()> {
+        let (dir, _) = self.parent(rel, false)?;
+        rustix::fs::fsync(dir.fd(self))?;
+        Ok(())
+    }
+
     /// Removes the file `rel` (a link itself, never its target).
     pub fn remove(&self, rel: &str) -> io::Result<()> {
         let (dir, name) = self.parent(rel, false)?;

@@ -379,6 +379,11 @@ pub struct Args {
     #[arg(short, long)]
     pub verbose: bool,
 
+    /// The portable file path (NAME.part and rename, an fsync per file), as
+    /// on platforms without O_TMPFILE and syncfs; for tests.
+    #[arg(long, hide = true)]
+    pub portable_files: bool,
+
     /// Progress display: bars on a terminal, plain lines otherwise (auto).
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub progress: ProgressMode,
@@ -601,6 +606,7 @@ impl Args {
         cfg.quiet = self.quiet;
         cfg.verbose = self.verbose;
         cfg.progress = self.progress;
+        cfg.portable_files |= self.portable_files;
         Ok(cfg)
     }
 }

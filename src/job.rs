@@ -75,6 +75,11 @@ pub struct Config {
     pub progress: ProgressMode,
     /// Print each retry and failure as it happens.
     pub verbose: bool,
+    /// The portable file path on Linux too: every body through
+    /// `NAME.part` then rename, each file and its directory fsynced before
+    /// it is recorded done, instead of `O_TMPFILE` and one `syncfs` per
+    /// batch. Always on elsewhere; here so that tests keep it working.
+    pub portable_files: bool,
     /// Who hears of the job as it runs; `None`: the `haul` command's own
     /// display on stderr ([`report::Console`]).
     pub reporter: Option<report::SharedReporter>,
@@ -138,6 +143,7 @@ impl Config {
             progress: ProgressMode::Auto,
             verbose: false,
             quiet: false,
+            portable_files: cfg!(not(target_os = "linux")),
             reporter: None,
         }
     }
@@ -419,6 +425,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
                 .map_err(thread_error(&cfg.output))?,
             hash: cfg.reports.manifest.is_some() || cfg.hash,
             out: out.clone(),
+            portable: cfg.portable_files,
         },
         meta_url: cfg.meta_url.clone(),
         limits: Limits::new(cfg.jobs, cfg.per_host),
@@ -467,6 +474,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         cfg.overwrite,
     );
     ledger.verbose = cfg.verbose;
+    ledger.synced_on_save = cfg.portable_files;
     ledger.reporter = reporter.clone();
     ledger.crawl = cfg.crawl.as_ref().map(|c| crate::ledger::CrawlPlan {
         scope: crate::crawl::scope::Scope::new(

@@ -147,6 +147,9 @@ pub struct Ledger {
     /// Print every bad input row as it is read (`-v`), not only the first
     /// `BAD_SHOWN`.
     pub verbose: bool,
+    /// Files are durable once saved (the portable path syncs each one):
+    /// record them done at once, with no group sync.
+    pub synced_on_save: bool,
     /// Who hears of every outcome and message.
     pub reporter: Arc<dyn crate::report::Reporter>,
     /// Bad input rows seen, and how many were printed.
@@ -190,6 +193,7 @@ impl Ledger {
             crawl: None,
             pages_open: 0,
             verbose: false,
+            synced_on_save: false,
             reporter: Arc::new(crate::report::Silent),
             bad: (0, 0),
         }
@@ -538,7 +542,11 @@ impl Ledger {
             permanent: o.permanent,
         };
         // A parsed page has no file to sync: what it held is in the store.
-        if state == State::Ok && self.sync && o.kind != Some(crate::report::OutcomeKind::Page) {
+        if state == State::Ok
+            && self.sync
+            && !self.synced_on_save
+            && o.kind != Some(crate::report::OutcomeKind::Page)
+        {
             // Recorded now with its size and hash, marked done after the
             // next group sync.
             self.store.finish(id, State::Saved, &finish)?;

@@ -340,10 +340,14 @@ fn hold_reserve(state_dir: &Path) {
     {
         return;
     }
+    // Written, not only sized: a sparse file would hold no space at all.
+    #[cfg(target_os = "linux")]
     let made = std::fs::File::create(&path).and_then(|f| {
         rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, RESERVE_BYTES)
             .map_err(std::io::Error::from)
     });
+    #[cfg(not(target_os = "linux"))]
+    let made = std::fs::write(&path, vec![0u8; RESERVE_BYTES as usize]);
     if made.is_err() {
         let _ = std::fs::remove_file(&path);
     }
@@ -808,9 +812,17 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 /// batch: `syncfs` on the output directory's file system. One call per batch
 /// instead of an fsync per file (what aria2c does) is what keeps crash
 /// safety cheap for many small files.
+#[cfg(target_os = "linux")]
 pub fn sync_files(dir: &Path) -> std::io::Result<()> {
     let d = std::fs::File::open(dir)?;
     rustix::fs::syncfs(&d)?;
+    Ok(())
+}
+
+/// Where there is no `syncfs`, files are synced one by one as they are put
+/// in place (the portable path), so there is nothing left to do here.
+#[cfg(not(target_os = "linux"))]
+pub fn sync_files(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 

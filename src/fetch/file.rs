@@ -68,6 +68,7 @@ impl PartFile {
 /// Whether `O_TMPFILE` works in the output directory: 0 not tried yet,
 /// 1 yes, 2 no (the filesystem or the kernel lacks it, or `/proc` is not
 /// mounted to name the file with).
+#[cfg(target_os = "linux")]
 static TMPFILE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 impl PartFile {
@@ -155,6 +156,7 @@ impl PartFile {
 }
 
 /// Errors that mean "no `O_TMPFILE` here", as opposed to a disk problem.
+#[cfg(target_os = "linux")]
 fn tmpfile_unsupported(e: &io::Error) -> bool {
     matches!(
         rustix::io::Errno::from_io_error(e),
@@ -233,6 +235,10 @@ pub(super) struct PartWriter {
     /// An abandoned `.part` of this name may stand: remove it if the body
     /// lands without one (the in-memory path).
     pub(super) stale_part: bool,
+    /// The portable path: every body through `NAME.part`, each file and its
+    /// directory synced before the rename counts (no `O_TMPFILE`, no group
+    /// `syncfs`). Always on where those Linux calls do not exist.
+    pub(super) portable: bool,
 }
 
 fn join_error(part: &std::path::Path, e: crate::disk::Lost) -> FetchError {
@@ -267,6 +273,7 @@ impl PartWriter {
             eager: false,
             last_flush: std::time::Instant::now(),
             stale_part: false,
+            portable: cfg!(not(target_os = "linux")),
         }
     }
 
@@ -343,9 +350,10 @@ impl PartWriter {
         let chunks = std::mem::take(&mut self.buf);
         let part = disk.part.clone();
         let stale_part = self.stale_part;
+        let portable = self.portable;
         self.pool
             .run(move || {
-                if disk.file.is_none() && disk.append_from == 0 {
+                if disk.file.is_none() && disk.append_from == 0 && !portable {
                     // The whole body is in memory: no partial to keep for a
                     // resume, so it need not ever have a name of its own.
                     #[cfg(target_os = "linux")]
@@ -358,6 +366,14 @@ impl PartWriter {
                 }
                 if disk.file.is_none() || !chunks.is_empty() {
                     disk.write(&chunks)?;
+                }
+                if let (true, Some(f)) = (portable, &disk.file) {
+                    // No group sync on this path: each file is made durable
+                    // before it is put in place.
+                    f.sync_all().map_err(|source| FetchError::Disk {
+                        path: disk.part.clone(),
+                        source,
+                    })?;
                 }
                 drop(disk.file.take());
                 let got = disk.hasher.take().map(|h| hex(h.finish().as_ref()));
@@ -376,6 +392,15 @@ impl PartWriter {
                         path: disk.root.display(&disk.rel),
                         source,
                     })?;
+                if portable {
+                    // And the rename itself, in its directory.
+                    disk.root
+                        .sync_dir_of(&disk.rel)
+                        .map_err(|source| FetchError::Disk {
+                            path: disk.root.display(&disk.rel),
+                            source,
+                        })?;
+                }
                 Ok(got)
             })
             .await

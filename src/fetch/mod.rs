@@ -230,6 +230,8 @@ pub struct Fetcher {
     pub disk: crate::disk::Pool,
     /// The output directory, where every file operation happens.
     pub out: Arc<Root>,
+    /// The portable file path (see [`crate::job::Config::portable_files`]).
+    pub portable: bool,
     /// Compute each file's SHA-256. It is most of the CPU a small file costs
     /// on machines without SHA extensions, so it is done when something
     /// reads it: a manifest, a checksum column.
@@ -455,6 +457,7 @@ impl Fetcher {
                 // anyway: write it by time as well as by size from the start.
                 w.eager = append_from > 0 || length.is_none_or(|l| l > FLUSH_AT as u64);
                 w.stale_part = target.stale_part;
+                w.portable |= self.portable;
                 let mut pushed = Ok(());
                 for c in held.drain(..) {
                     pushed = w.push(c).await;
