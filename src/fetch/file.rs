@@ -407,3 +407,152 @@ impl PartWriter {
             .map_err(|e| join_error(&part, e))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::naming::OutputDir;
+
+    struct Setup {
+        _tmp: tempfile::TempDir,
+        root: Arc<Root>,
+        pool: crate::disk::Pool,
+    }
+
+    fn setup() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Arc::new(Root::open(tmp.path().join("out")).unwrap());
+        Setup {
+            _tmp: tmp,
+            root,
+            pool: crate::disk::Pool::new(2).unwrap(),
+        }
+    }
+
+    fn dest(s: &Setup, rel: &str) -> Dest {
+        let parts: Vec<&str> = rel.split('/').collect();
+        OutputDir::new(s.root.path()).resolve(&parts).unwrap()
+    }
+
+    fn writer(s: &Setup, d: &Dest, append_from: u64, portable: bool) -> PartWriter {
+        let mut w = PartWriter::new(s.root.clone(), d, append_from, true, s.pool.clone());
+        w.portable = portable;
+        w
+    }
+
+    fn body(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    fn sha256(data: &[u8]) -> String {
+        hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+    }
+
+    async fn push_all(w: &mut PartWriter, data: &[u8]) {
+        for c in data.chunks(16 * 1024) {
+            w.push(Bytes::copy_from_slice(c)).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_body_lands_whole_without_a_partial_on_either_path() {
+        for portable in [false, true] {
+            let s = setup();
+            let d = dest(&s, "dir/small.bin");
+            let data = body(10_000, 1);
+            let mut w = writer(&s, &d, 0, portable);
+            push_all(&mut w, &data).await;
+            // Nothing on disk before the end: the body is still in memory.
+            assert!(!s.root.path().join("dir/small.bin.part").exists());
+            let got = w.finish(None).await.unwrap();
+            assert_eq!(got.as_deref(), Some(sha256(&data).as_str()));
+            assert_eq!(std::fs::read(&d.path).unwrap(), data, "portable={portable}");
+            assert!(!d.part_path().exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_body_streams_to_its_partial_and_is_renamed() {
+        let s = setup();
+        let d = dest(&s, "large.bin");
+        let data = body(3 * FLUSH_AT + 123, 2);
+        let mut w = writer(&s, &d, 0, false);
+        push_all(&mut w, &data[..2 * FLUSH_AT]).await;
+        w.settle_for_test().await;
+        assert!(d.part_path().metadata().unwrap().len() >= FLUSH_AT as u64);
+        assert!(!d.path.exists(), "no final name before the end");
+        push_all(&mut w, &data[2 * FLUSH_AT..]).await;
+        let got = w.finish(None).await.unwrap();
+        assert_eq!(got.as_deref(), Some(sha256(&data).as_str()));
+        assert_eq!(std::fs::read(&d.path).unwrap(), data);
+        assert!(!d.part_path().exists());
+    }
+
+    #[tokio::test]
+    async fn park_keeps_what_arrived_and_a_resume_appends_to_it() {
+        let s = setup();
+        let d = dest(&s, "resume.bin");
+        let data = body(FLUSH_AT + 5000, 3);
+        let (head, tail) = data.split_at(7000);
+        let mut w = writer(&s, &d, 0, false);
+        push_all(&mut w, head).await;
+        w.park().await.unwrap();
+        assert_eq!(std::fs::read(d.part_path()).unwrap(), head);
+        // The next attempt appends, and the hash covers the whole file.
+        let mut w = writer(&s, &d, head.len() as u64, false);
+        push_all(&mut w, tail).await;
+        let got = w.finish(Some(sha256(&data))).await.unwrap();
+        assert_eq!(got.as_deref(), Some(sha256(&data).as_str()));
+        assert_eq!(std::fs::read(&d.path).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn discard_leaves_nothing() {
+        let s = setup();
+        let d = dest(&s, "gone.bin");
+        let mut w = writer(&s, &d, 0, false);
+        push_all(&mut w, &body(FLUSH_AT + 1, 4)).await;
+        w.discard().await;
+        assert!(!d.part_path().exists() && !d.path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_checksum_mismatch_keeps_no_file_on_either_path() {
+        for (len, portable) in [(1000, false), (1000, true), (FLUSH_AT + 10, false)] {
+            let s = setup();
+            let d = dest(&s, "bad.bin");
+            let mut w = writer(&s, &d, 0, portable);
+            push_all(&mut w, &body(len, 5)).await;
+            let err = w.finish(Some("00".repeat(32))).await.unwrap_err();
+            assert!(matches!(err, FetchError::Checksum { .. }), "{err}");
+            assert!(
+                !d.path.exists() && !d.part_path().exists(),
+                "{len} {portable}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_replaces_an_earlier_file_of_its_name() {
+        for portable in [false, true] {
+            let s = setup();
+            let d = dest(&s, "again.bin");
+            std::fs::write(&d.path, b"old").unwrap();
+            let mut w = writer(&s, &d, 0, portable);
+            push_all(&mut w, b"new").await;
+            w.finish(None).await.unwrap();
+            assert_eq!(std::fs::read(&d.path).unwrap(), b"new");
+            assert!(!d.part_path().exists());
+        }
+    }
+
+    impl PartWriter {
+        /// Waits for the write in flight, as the next flush would.
+        async fn settle_for_test(&mut self) {
+            let disk = self.settle().await.unwrap();
+            self.disk = Some(disk);
+        }
+    }
+}

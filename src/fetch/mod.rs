@@ -762,3 +762,92 @@ async fn status_error(resp: Response) -> FetchError {
     resp.drain().await;
     FetchError::Status { code, retry_after }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn min_speed_gives_up_only_after_a_whole_slow_window() {
+        let window = Duration::from_secs(10);
+        let mut slow = SpeedCheck::new(1000, window);
+        assert!(slow.add(100).is_none());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(slow.add(100).is_none(), "the window is not over");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let err = slow.add(100).expect("300 B in 10 s is under 1000 B/s");
+        assert!(err.is_transient(), "what arrived is kept and resumed");
+        // A fast window starts the next one afresh.
+        let mut fast = SpeedCheck::new(1000, window);
+        tokio::time::advance(window).await;
+        assert!(fast.add(20_000).is_none());
+        tokio::time::advance(window).await;
+        assert!(
+            fast.add(10).is_some(),
+            "the second window is judged on its own"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_sleeps_until_it_and_none_sleeps_forever() {
+        let start = tokio::time::Instant::now();
+        sleep_until(Some(start + Duration::from_secs(5))).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        let forever = tokio::time::timeout(Duration::from_secs(3600), sleep_until(None)).await;
+        assert!(forever.is_err());
+    }
+
+    #[test]
+    fn a_resume_is_accepted_only_for_the_same_file_from_the_byte_asked() {
+        let had = Validators {
+            etag: Some("\"a\"".into()),
+            last_modified: Some("Tue, 01 Jan 2030 00:00:00 GMT".into()),
+            total: Some(100),
+        };
+        let range = |start, end, total| Some(ContentRange { start, end, total });
+        let lm = "Tue, 01 Jan 2030 00:00:00 GMT";
+        let ok = resume_mismatch(
+            Some(&had),
+            range(40, 99, Some(100)),
+            40,
+            Some("\"a\""),
+            Some(lm),
+        );
+        assert_eq!(ok, None);
+        let cases = [
+            (
+                range(0, 99, Some(100)),
+                Some("\"a\""),
+                Some(lm),
+                "different range",
+            ),
+            (
+                range(40, 99, Some(100)),
+                Some("\"b\""),
+                Some(lm),
+                "ETag differs",
+            ),
+            (
+                range(40, 99, Some(100)),
+                None,
+                Some("Wed, 02 Jan 2030 00:00:00 GMT"),
+                "Last-Modified differs",
+            ),
+            (
+                range(40, 119, Some(120)),
+                Some("\"a\""),
+                Some(lm),
+                "size differs",
+            ),
+            (None, Some("\"a\""), Some(lm), "no valid Content-Range"),
+        ];
+        for (r, etag, lm, why) in cases {
+            let got = resume_mismatch(Some(&had), r, 40, etag, lm).unwrap_or("accepted");
+            assert!(got.contains(why), "{why}: {got}");
+        }
+        assert_eq!(parse_content_range("bytes 0-9/100"), range(0, 9, Some(100)));
+        assert_eq!(parse_content_range("bytes 5-4/100"), None);
+        assert_eq!(parse_content_range("bytes 0-100/100"), None);
+        assert_eq!(parse_content_range("bytes 0-9/*"), range(0, 9, None));
+    }
+}
