@@ -15,7 +15,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use haul::InputSpec;
 use haul_origin::{Config, Origin};
 use tokio_util::sync::CancellationToken;
 
@@ -94,8 +94,12 @@ async fn demo(out: &str) -> ExitCode {
         origin.url(""),
         args.join(" ")
     );
-    let cli = haul::cli::Cli::parse_from(args);
-    let result = match cli.args.into_config() {
+    // The same job through the library's builder.
+    let config = haul::Config::new(vec![InputSpec::File(list.clone())], out)
+        .report(Some(report.clone().into()))
+        .meta_url(&meta)
+        .and_then(|c| c.name_template(args[10]));
+    let result = match config {
         Ok(config) => haul::run(config, CancellationToken::new()).await,
         Err(e) => {
             eprintln!("demo: {e}");

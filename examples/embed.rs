@@ -7,8 +7,7 @@
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use haul::report::{Level, Outcome, Reporter, Status, Summary};
-use haul::source::InputSpec;
+use haul::{InputSpec, Level, Outcome, Reporter, Status, Summary};
 use tokio_util::sync::CancellationToken;
 
 /// Prints each outcome as it comes.

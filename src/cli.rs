@@ -6,11 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-
-use crate::job::Config;
-use crate::report::{ProgressMode, ReportFiles};
-use crate::source::InputSpec;
+use haul::{Config, ConfigError, InputSpec, ProgressMode};
 
 /// Fast, resumable bulk downloader.
 ///
@@ -99,8 +95,8 @@ pub struct CrawlArgs {
 
     /// Folder for each page's files: {page.title} {page.url} {page.host}
     /// {page.n}, with filters.
-    #[arg(long, value_name = "TEMPLATE", default_value = "{page.title}", value_parser = parse_template)]
-    pub into: crate::template::Template,
+    #[arg(long, value_name = "TEMPLATE", default_value = "{page.title}")]
+    pub into: String,
 
     /// Only the start pages' hosts (the default).
     #[arg(long, conflicts_with = "hosts")]
@@ -112,11 +108,11 @@ pub struct CrawlArgs {
 
     /// Only URLs matching this regular expression.
     #[arg(long, value_name = "RE")]
-    pub include: Option<regex::Regex>,
+    pub include: Option<String>,
 
     /// No URLs matching this regular expression.
     #[arg(long, value_name = "RE")]
-    pub exclude: Option<regex::Regex>,
+    pub exclude: Option<String>,
 
     /// Do not fetch or honour robots.txt.
     #[arg(long)]
@@ -130,19 +126,14 @@ pub struct CrawlArgs {
 impl CrawlArgs {
     /// The crawl job this command line asks for.
     pub fn into_config(self) -> Result<Config, UsageError> {
-        let rules = crate::crawl::Rules::new(&self.select, &self.attr, self.follow.as_deref())
-            .map_err(|e| UsageError::Crawl(e.to_string()))?;
-        let mut cfg = self.args.into_config()?;
-        cfg.crawl = Some(crate::job::CrawlConfig {
-            rules,
-            max_depth: self.depth,
-            into: self.into,
-            hosts: self.hosts,
-            include: self.include,
-            exclude: self.exclude,
-            robots: !self.ignore_robots,
-        });
-        Ok(cfg)
+        let crawl = haul::Crawl::new(&self.select, &self.attr, self.follow.as_deref())?
+            .depth(self.depth)
+            .into_folder(&self.into)?
+            .hosts(self.hosts)
+            .include(self.include.as_deref())?
+            .exclude(self.exclude.as_deref())?
+            .robots(!self.ignore_robots);
+        Ok(self.args.into_config()?.crawl(crawl))
     }
 }
 
@@ -292,8 +283,8 @@ pub struct Args {
 
     /// Accept only these types, checked on the first bytes of the body (magic
     /// numbers), not only Content-Type: comma-separated, e.g. 'image/*'.
-    #[arg(long, value_name = "TYPES", value_delimiter = ',', value_parser = parse_mime)]
-    pub accept: Vec<crate::check::MimePattern>,
+    #[arg(long, value_name = "TYPES")]
+    pub accept: Option<String>,
 
     /// Fail files larger than this (bytes, or with k, M, G), aborting the
     /// transfer as soon as the limit is passed.
@@ -306,14 +297,14 @@ pub struct Args {
 
     /// Read -i files as this format instead of guessing by extension: txt,
     /// csv, tsv, jsonl or parquet (a .gz suffix is always decompressed).
-    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
-    pub format: Option<crate::table::Format>,
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 
     /// The column holding URLs: a name, a 0-based index, or a dotted path in
     /// JSONL. Default: the first column whose first row holds a URL (a cell
     /// may hold several: a list literal, a JSON array or separated URLs).
     #[arg(long, value_name = "NAME|INDEX")]
-    pub column: Option<crate::table::ColumnSpec>,
+    pub column: Option<String>,
 
     /// Read a CSV/TSV's first line as data, not as the header (columns are
     /// then 0, 1, 2…).
@@ -322,8 +313,8 @@ pub struct Args {
 
     /// Build each item's URL from its input row instead of reading one, with
     /// the fields and filters of --name, e.g. 'http://h/{col.cc|lower}.gif'.
-    #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
-    pub url: Option<crate::template::Template>,
+    #[arg(long, value_name = "TEMPLATE")]
+    pub url: Option<String>,
 
     /// Copy these input columns into the manifest (comma-separated).
     #[arg(long, value_name = "COLS", value_delimiter = ',')]
@@ -346,7 +337,6 @@ pub struct Args {
     #[arg(
         long,
         value_name = "TEMPLATE",
-        value_parser = parse_template,
         help = concat!(
             "Name files by a template: fields {name} {stem} {ext} {host} {path} {",
             "\x1b[0m",
@@ -355,12 +345,12 @@ pub struct Args {
             "e.g. '{col.label}/{stem}.{ext}'"
         )
     )]
-    pub name: Option<crate::template::Template>,
+    pub name: Option<String>,
 
     /// Fetch a JSON document for each item from this URL template (same
     /// fields as --name) and expose its fields as {meta.FIELD}.
-    #[arg(long, value_name = "TEMPLATE", value_parser = parse_template)]
-    pub meta_url: Option<crate::template::Template>,
+    #[arg(long, value_name = "TEMPLATE")]
+    pub meta_url: Option<String>,
 
     /// Take braces in URLs literally instead of expanding {1..500} and {a,b}.
     #[arg(long)]
@@ -386,21 +376,18 @@ pub struct Args {
 
     /// Progress display: bars on a terminal, plain lines otherwise (auto).
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
-    pub progress: ProgressMode,
+    pub progress: ProgressArg,
 }
 
 /// A command line that parses but makes no sense.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
-    /// `-H` without a colon, or with an invalid name or value.
-    #[error("bad header {0:?}: expected 'Name: value'")]
-    Header(String),
+    /// A setting the library refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A duration that is negative or not finite.
     #[error("bad {0}: {1} (expected seconds, e.g. 2.5)")]
     Seconds(&'static str, f64),
-    /// A crawl option is wrong.
-    #[error("{0}")]
-    Crawl(String),
     /// The first argument reads like a mistyped subcommand.
     #[error("unknown command {word:?}{}; URLs start with http:// or https://, and -i FILE reads a list",
         suggestion.map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default())]
@@ -423,9 +410,6 @@ pub enum UsageError {
         /// What is wrong with it.
         why: String,
     },
-    /// `{meta.…}` in --name with nothing to fill it.
-    #[error("--name uses {0}, but there is no --meta-url to fetch it from")]
-    MetaWithoutMetaUrl(String),
     /// Nothing to download.
     #[error(
         "no URLs: give them as arguments, or a list with -i FILE (-i - reads stdin); \
@@ -434,35 +418,12 @@ pub enum UsageError {
     NoInput,
 }
 
-fn parse_format(s: &str) -> Result<crate::table::Format, String> {
-    crate::table::Format::parse(s)
-        .ok_or_else(|| format!("{s:?} is not a format: txt, csv, tsv, jsonl or parquet"))
-}
-
-fn parse_template(s: &str) -> Result<crate::template::Template, String> {
-    crate::template::Template::parse(s).map_err(|e| e.to_string())
-}
-
-fn parse_mime(s: &str) -> Result<crate::check::MimePattern, String> {
-    crate::check::MimePattern::parse(s)
-        .ok_or_else(|| format!("{s:?} is not a MIME type pattern such as image/* or image/png"))
-}
-
 fn parse_size(s: &str) -> Result<u64, String> {
-    crate::check::parse_size(s)
-        .ok_or_else(|| format!("{s:?} is not a size such as 500k, 10M or 2G"))
+    haul::parse_size(s).ok_or_else(|| format!("{s:?} is not a size such as 500k, 10M or 2G"))
 }
 
 fn seconds(name: &'static str, v: f64) -> Result<Duration, UsageError> {
     Duration::try_from_secs_f64(v).map_err(|_| UsageError::Seconds(name, v))
-}
-
-fn header(raw: &str) -> Result<(HeaderName, HeaderValue), UsageError> {
-    let bad = || UsageError::Header(raw.to_string());
-    let (name, value) = raw.split_once(':').ok_or_else(bad)?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad())?;
-    let value = HeaderValue::from_str(value.trim()).map_err(|_| bad())?;
-    Ok((name, value))
 }
 
 /// The error for a first argument that is neither a URL nor anything that
@@ -516,98 +477,119 @@ impl Args {
             }
             inputs.push(InputSpec::Failed(self.output.clone()));
         }
-        let mut cfg = Config::new(inputs, self.output);
-        cfg.jobs = self.jobs as usize;
-        cfg.per_host = self.per_host as usize;
-        cfg.retries = match self.tries {
+        let retries = match self.tries {
             Some(0) => u32::MAX,
             Some(n) => n - 1,
             None => self.retries,
         };
-        cfg.backoff.max_retry_after = seconds("--max-retry-wait", self.max_retry_wait)?;
-        cfg.client.connect_timeout = seconds("--connect-timeout", self.connect_timeout)?;
-        cfg.client.read_timeout = seconds("--read-timeout", self.read_timeout)?;
+        let (mut connect, mut read) = (
+            seconds("--connect-timeout", self.connect_timeout)?,
+            seconds("--read-timeout", self.read_timeout)?,
+        );
         if let Some(t) = self.timeout {
-            cfg.client.connect_timeout = seconds("--timeout", t)?;
-            cfg.client.read_timeout = cfg.client.connect_timeout;
+            connect = seconds("--timeout", t)?;
+            read = connect;
         }
-        let mut headers = HeaderMap::new();
+        let mut cfg = Config::new(inputs, self.output)
+            .jobs(self.jobs as usize)
+            .per_host(self.per_host as usize)
+            .retries(retries)
+            .max_retry_wait(seconds("--max-retry-wait", self.max_retry_wait)?)
+            .connect_timeout(connect)
+            .read_timeout(read)
+            .max_time(
+                self.max_time
+                    .map(|s| seconds("--max-time", s))
+                    .transpose()?,
+            )
+            .min_speed(
+                self.min_speed,
+                seconds("--min-speed-time", self.min_speed_time)?,
+            )
+            .location_trusted(self.location_trusted)
+            .insecure(self.insecure)
+            .report(self.report)
+            .failed_list(self.failed)
+            .overwrite(self.overwrite)
+            .retry_failed(self.retry_failed)
+            .sync(!self.no_sync)
+            .glob(!self.globoff)
+            .max_size(self.max_size)
+            .min_size(self.min_size)
+            .no_header(self.no_header)
+            .keep_columns(self.keep_columns)
+            .checksum_column(self.checksum_column)
+            .hash(self.hash)
+            .quiet(self.quiet)
+            .verbose(self.verbose)
+            .progress(self.progress.into())
+            .portable_files(self.portable_files);
         for raw in &self.headers {
-            let (k, v) = header(raw)?;
-            headers.append(k, v);
+            cfg = cfg.header(raw)?;
         }
-        cfg.client.headers = headers;
-        cfg.client.location_trusted = self.location_trusted;
-        cfg.client.insecure = self.insecure;
+        if let Some(ua) = self.user_agent {
+            cfg = cfg.user_agent(ua);
+        }
         let cacert = self.cacert.clone().map(|p| ("--cacert", p)).or_else(|| {
             std::env::var_os("SSL_CERT_FILE")
                 .filter(|v| !v.is_empty())
                 .map(|v| ("SSL_CERT_FILE", PathBuf::from(v)))
         });
         if let Some((from, path)) = cacert {
-            let pem = fs_err::read(&path).map_err(|e| UsageError::CaCert {
-                from,
-                path: path.clone(),
-                why: e.to_string(),
-            })?;
-            crate::http::check_pem(&pem).map_err(|why| UsageError::CaCert {
+            let ca_error = |why: String| UsageError::CaCert {
                 from,
                 path: path.clone(),
                 why,
+            };
+            let pem = fs_err::read(&path).map_err(|e| ca_error(e.to_string()))?;
+            cfg = cfg.trust_pem(pem).map_err(|e| match e {
+                ConfigError::Certificates(why) => ca_error(why),
+                other => other.into(),
             })?;
-            cfg.client.ca_pem = Some(pem);
         }
-        if let Some(ua) = self.user_agent {
-            cfg.client.user_agent = ua;
+        if let Some(types) = &self.accept {
+            cfg = cfg.accept(types)?;
         }
-        cfg.reports = ReportFiles {
-            manifest: self.report,
-            failed: self.failed,
-        };
-        cfg.overwrite = self.overwrite;
-        cfg.retry_failed = self.retry_failed;
-        cfg.sync = !self.no_sync;
-        cfg.glob = !self.globoff;
-        if self.meta_url.is_none() {
-            if let Some(field) = self
-                .name
-                .as_ref()
-                .and_then(|t| t.fields().find(|f| f.starts_with("meta.")))
-            {
-                return Err(UsageError::MetaWithoutMetaUrl(format!("{{{field}}}")));
-            }
+        if let Some(f) = &self.format {
+            cfg = cfg.format(f)?;
         }
-        cfg.namer = match self.name {
-            Some(t) => crate::naming::Namer::template(t),
-            None => crate::naming::Namer::from_urls(),
-        };
-        cfg.meta_url = self.meta_url;
-        cfg.source = crate::source::SourceOptions {
-            glob: !self.globoff,
-            format: self.format,
-            column: self.column,
-            url: self.url,
-            no_header: self.no_header,
-        };
-        cfg.keep_columns = self.keep_columns;
-        cfg.checksum_column = self.checksum_column;
-        cfg.hash = self.hash;
-        cfg.rules = crate::check::Rules {
-            accept: self.accept,
-            max_size: self.max_size,
-            min_size: self.min_size,
-            max_time: self
-                .max_time
-                .map(|s| seconds("--max-time", s))
-                .transpose()?,
-            min_speed: self.min_speed,
-            min_speed_time: seconds("--min-speed-time", self.min_speed_time)?,
-        };
-        cfg.quiet = self.quiet;
-        cfg.verbose = self.verbose;
-        cfg.progress = self.progress;
-        cfg.portable_files |= self.portable_files;
+        if let Some(c) = &self.column {
+            cfg = cfg.column(c)?;
+        }
+        if let Some(t) = &self.url {
+            cfg = cfg.url_template(t)?;
+        }
+        if let Some(t) = &self.name {
+            cfg = cfg.name_template(t)?;
+        }
+        if let Some(t) = &self.meta_url {
+            cfg = cfg.meta_url(t)?;
+        }
         Ok(cfg)
+    }
+}
+
+/// `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressArg {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// Bars.
+    Bar,
+    /// A plain line every few seconds.
+    Plain,
+    /// Nothing.
+    None,
+}
+
+impl From<ProgressArg> for ProgressMode {
+    fn from(p: ProgressArg) -> Self {
+        match p {
+            ProgressArg::Auto => ProgressMode::Auto,
+            ProgressArg::Bar => ProgressMode::Bar,
+            ProgressArg::Plain => ProgressMode::Plain,
+            ProgressArg::None => ProgressMode::None,
+        }
     }
 }
 
@@ -623,10 +605,10 @@ mod tests {
 
     #[test]
     fn headers_parse() {
-        let (k, v) = header("X-Token:  abc ").unwrap();
-        assert_eq!((k.as_str(), v.to_str().unwrap()), ("x-token", "abc"));
-        assert!(header("no colon").is_err());
-        assert!(header("bad name: x").is_err());
+        let cfg = || Config::new(vec![], ".");
+        assert!(cfg().header("X-Token:  abc ").is_ok());
+        assert!(cfg().header("no colon").is_err());
+        assert!(cfg().header("bad name: x").is_err());
     }
 
     #[test]

@@ -15,146 +15,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::HeaderMap;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::fetch::{self, Attempt, FetchError, Fetcher, Target};
-use crate::http::ClientConfig;
 use crate::ledger::{Event, Ledger, LedgerError, Wiring};
 use crate::plan::{Item, Planner};
 use crate::report::{self, Outcome, Progress, ProgressMode, Recorder, ReportFiles, Status, Tally};
 use crate::schedule::{Backoff, Limits};
 use crate::source::{self, InputSpec};
 use crate::store::{Store, StoreError};
-
-/// Everything a job needs to know.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Where URLs come from, in order.
-    pub inputs: Vec<InputSpec>,
-    /// Output directory.
-    pub output: PathBuf,
-    /// Transfers in flight, all hosts.
-    pub jobs: usize,
-    /// Transfers in flight to one host.
-    pub per_host: usize,
-    /// Retries of a transient failure per item.
-    pub retries: u32,
-    /// Retry timing.
-    pub backoff: Backoff,
-    /// HTTP client settings.
-    pub client: ClientConfig,
-    /// Manifest and failed list.
-    pub reports: ReportFiles,
-    /// Replace files that existed before the job.
-    pub overwrite: bool,
-    /// Retry items that failed permanently in an earlier run.
-    pub retry_failed: bool,
-    /// Group-sync downloaded files before recording them done.
-    pub sync: bool,
-    /// Content checks.
-    pub rules: crate::check::Rules,
-    /// Expand URL patterns (`{1..500}`, `{a,b}`) in the input.
-    pub glob: bool,
-    /// How files are named.
-    pub namer: crate::naming::Namer,
-    /// Where each item's metadata document is (`--meta-url`).
-    pub meta_url: Option<crate::template::Template>,
-    /// Set for `haul crawl`: the inputs are start pages.
-    pub crawl: Option<CrawlConfig>,
-    /// How table inputs are read (`--format`, `--column`, `--url`).
-    pub source: crate::source::SourceOptions,
-    /// Input columns copied into the manifest.
-    pub keep_columns: Vec<String>,
-    /// Input column holding each file's SHA-256.
-    pub checksum_column: Option<String>,
-    /// Compute every file's SHA-256 even without a manifest (`--hash`).
-    pub hash: bool,
-    /// Progress display.
-    pub progress: ProgressMode,
-    /// Print each retry and failure as it happens.
-    pub verbose: bool,
-    /// The portable file path on Linux too: every body through
-    /// `NAME.part` then rename, each file and its directory fsynced before
-    /// it is recorded done, instead of `O_TMPFILE` and one `syncfs` per
-    /// batch. Always on elsewhere; here so that tests keep it working.
-    pub portable_files: bool,
-    /// Who hears of the job as it runs; `None`: the `haul` command's own
-    /// display on stderr ([`report::Console`]).
-    pub reporter: Option<report::SharedReporter>,
-    /// Print no summary.
-    pub quiet: bool,
-}
-
-/// What `haul crawl` adds to a job.
-#[derive(Debug, Clone)]
-pub struct CrawlConfig {
-    /// What to pick out of each page.
-    pub rules: crate::crawl::Rules,
-    /// Deepest page followed (0: only the start pages).
-    pub max_depth: u32,
-    /// Folder of each page's files.
-    pub into: crate::template::Template,
-    /// Hosts allowed besides the start pages' own.
-    pub hosts: Vec<String>,
-    /// URLs must match this.
-    pub include: Option<regex::Regex>,
-    /// URLs must not match this.
-    pub exclude: Option<regex::Regex>,
-    /// Honour robots.txt.
-    pub robots: bool,
-}
-
-impl Config {
-    /// Defaults for everything but the inputs and output directory.
-    pub fn new(inputs: Vec<InputSpec>, output: impl Into<PathBuf>) -> Self {
-        Self {
-            inputs,
-            output: output.into(),
-            jobs: 64,
-            per_host: 16,
-            retries: 5,
-            backoff: Backoff::default(),
-            client: ClientConfig {
-                connect_timeout: Duration::from_secs(10),
-                read_timeout: Duration::from_secs(30),
-                user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_string(),
-                headers: HeaderMap::new(),
-                pool_per_host: 16,
-                plain_http1: true,
-                location_trusted: false,
-                ca_pem: None,
-                insecure: false,
-            },
-            reports: ReportFiles::default(),
-            overwrite: false,
-            retry_failed: false,
-            sync: true,
-            rules: crate::check::Rules::default(),
-            glob: true,
-            namer: crate::naming::Namer::from_urls(),
-            meta_url: None,
-            crawl: None,
-            source: crate::source::SourceOptions::default(),
-            keep_columns: Vec::new(),
-            checksum_column: None,
-            hash: false,
-            progress: ProgressMode::Auto,
-            verbose: false,
-            quiet: false,
-            portable_files: cfg!(not(target_os = "linux")),
-            reporter: None,
-        }
-    }
-
-    /// Sends the job's outcomes, counters and messages to `reporter`
-    /// instead of the console.
-    pub fn with_reporter(mut self, reporter: impl report::Reporter + 'static) -> Self {
-        self.reporter = Some(report::SharedReporter(Arc::new(reporter)));
-        self
-    }
-}
 
 /// A job that could not run at all (as opposed to items that failed).
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +63,9 @@ pub enum JobError {
         /// A free name to suggest.
         suggest: PathBuf,
     },
+    /// The settings do not fit together.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The thread that records outcomes stopped unexpectedly (a bug).
     #[error(
         "the job state's recording thread stopped unexpectedly; what it recorded is kept, \
@@ -364,6 +238,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs a job to the end, or until `stop` is cancelled.
 pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, JobError> {
+    cfg.validate()?;
     refuse_clobber(&cfg)?;
     // Stops the job as the user's stop does, and also when the disk fills.
     let stop = user_stop.child_token();

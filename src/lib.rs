@@ -1,14 +1,15 @@
 //! haul: a fast, resumable bulk downloader and image crawler.
 //!
-//! Data flows one way, and the modules follow it:
-//! [`source`] reads URLs (with [`table`] for datasets and [`template`] for
-//! patterns) → [`plan`] decides what to fetch and where it goes →
-//! [`schedule`] waits for a slot and times retries → [`fetch`] runs one
-//! transfer (over the [`http`] client, with [`check`] on its content, its
-//! file work on [`disk`] threads) → [`ledger`] records the outcome
-//! in the [`store`] and the [`report`]. [`job`] wires them together;
-//! [`naming`] is the one place paths are built, [`beneath`] the one place
-//! files under the output directory are opened; [`crawl`] reads pages.
+//! The library's surface is small: a [`Config`] built from plain values,
+//! [`run`], and a [`Reporter`] that hears every [`Outcome`]. Inside, data
+//! flows one way: `source` reads URLs (with `table` for datasets and
+//! `template` for patterns) → `plan` decides what to fetch and where it
+//! goes → `schedule` waits for a slot and times retries → `fetch` runs one
+//! transfer (over the `http` client, with `check` on its content, its file
+//! work on `disk` threads) → `ledger` records the outcome in the `store`
+//! and the `report`. `job` wires them together; `naming` is the one place
+//! paths are built, `beneath` the one place files under the output
+//! directory are opened; `crawl` reads pages.
 //!
 //! # Embedding
 //!
@@ -42,24 +43,38 @@
 //! `haul` command's job on a local server.
 #![warn(missing_docs)]
 
-pub mod beneath;
-pub mod check;
-pub mod cli;
-pub mod crawl;
-pub mod disk;
-pub mod fetch;
-pub mod http;
-pub mod job;
-pub mod ledger;
-pub mod naming;
-pub mod plan;
-pub mod report;
-pub mod schedule;
-pub mod source;
-pub mod store;
-pub mod table;
-pub mod template;
+mod beneath;
+mod check;
+mod config;
+mod crawl;
+mod disk;
+mod fetch;
+mod http;
+mod job;
+mod ledger;
+mod naming;
+mod plan;
+mod report;
+mod schedule;
+mod source;
+mod store;
+mod table;
+mod template;
 
-pub use job::{run, Config, Finished, JobError};
-pub use report::{Level, Outcome, Reporter, Silent, Snapshot, Status, Summary, Tally};
-pub use source::InputSpec;
+pub use check::parse_size;
+pub use config::ConfigError;
+pub use config::{Config, Crawl};
+pub use job::{run, Finished, JobError};
+pub use report::status;
+pub use report::{
+    Found, Level, Outcome, OutcomeKind, ProgressMode, ReportError, Reporter, Silent, Snapshot,
+    Status, Summary, Tally,
+};
+pub use source::{InputSpec, SourceError};
+
+/// The errors a job's parts can end it with, kept with their sources.
+pub mod error {
+    pub use crate::http::ClientError;
+    pub use crate::ledger::LedgerError;
+    pub use crate::store::StoreError;
+}

@@ -5,6 +5,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+
+mod cli;
 use tokio::signal::unix::SignalKind;
 use tokio_util::sync::CancellationToken;
 
@@ -15,27 +17,27 @@ fn main() -> ExitCode {
     // wget's `-nc` is one option with two letters, which clap would read as
     // `-n -c`.
     let args = std::env::args_os().map(|a| if a == "-nc" { "--no-clobber".into() } else { a });
-    let cli = haul::cli::Cli::parse_from(args);
+    let cli = cli::Cli::parse_from(args);
     let result = match cli.command {
-        Some(haul::cli::Command::Status(args)) => status(args),
-        Some(haul::cli::Command::Completions { shell }) => {
+        Some(cli::Command::Status(args)) => status(args),
+        Some(cli::Command::Completions { shell }) => {
             use clap::CommandFactory;
-            let mut cmd = haul::cli::Cli::command();
+            let mut cmd = cli::Cli::command();
             clap_complete::generate(shell, &mut cmd, "haul", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Some(haul::cli::Command::Man) => {
+        Some(cli::Command::Man) => {
             use clap::CommandFactory;
-            clap_mangen::Man::new(haul::cli::Cli::command())
+            clap_mangen::Man::new(cli::Cli::command())
                 .render(&mut std::io::stdout())
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(anyhow::Error::from)
         }
-        Some(haul::cli::Command::Crawl(args)) => args
+        Some(cli::Command::Crawl(args)) => args
             .into_config()
             .map_err(anyhow::Error::from)
             .and_then(download),
-        None => haul::cli::unknown_command(&cli.args)
+        None => cli::unknown_command(&cli.args)
             .map_or(Ok(()), Err)
             .and_then(|()| cli.args.into_config())
             .map_err(anyhow::Error::from)
@@ -64,8 +66,8 @@ fn chain(e: &anyhow::Error) -> String {
     text
 }
 
-fn status(args: haul::cli::StatusArgs) -> anyhow::Result<ExitCode> {
-    let text = haul::report::status::run(&args.dir, args.json, &args.report, &args.failed)?;
+fn status(args: cli::StatusArgs) -> anyhow::Result<ExitCode> {
+    let text = haul::status::run(&args.dir, args.json, &args.report, &args.failed)?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
@@ -95,7 +97,7 @@ async fn signalled(term: &mut Option<tokio::signal::unix::Signal>) -> &'static s
 }
 
 fn download(config: haul::Config) -> anyhow::Result<ExitCode> {
-    if config.client.insecure && !config.quiet {
+    if config.is_insecure() && !config.is_quiet() {
         eprintln!(
             "haul: warning: --insecure: TLS certificates are not checked; anyone on the \
              path can read and change what is downloaded"

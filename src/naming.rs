@@ -332,6 +332,11 @@ impl Namer {
         Self { template: Some(t) }
     }
 
+    /// The fields the `--name` template uses (none without one).
+    pub fn fields(&self) -> impl Iterator<Item = &str> + '_ {
+        self.template.iter().flat_map(|t| t.fields())
+    }
+
     /// Whether a `--name` template is in use (the server's
     /// `Content-Disposition` is then not used).
     pub fn is_template(&self) -> bool {

@@ -77,7 +77,8 @@ impl Limits {
         permit
     }
 
-    /// Hosts with a live semaphore (for tests).
+    /// Hosts with a live semaphore.
+    #[cfg(test)]
     pub fn hosts_tracked(&self) -> usize {
         self.hosts.lock().map(|h| h.len()).unwrap_or(0)
     }

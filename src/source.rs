@@ -399,6 +399,7 @@ pub struct Entries {
 /// Opens every input now, so that a bad path fails before the job starts.
 /// With `glob`, URL patterns (`{1..500}`, `{a,b}`) in arguments and lines
 /// are expanded, lazily.
+#[cfg(test)]
 pub fn open(specs: Vec<InputSpec>, glob: bool) -> Result<Entries, SourceError> {
     open_with(
         specs,

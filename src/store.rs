@@ -471,11 +471,6 @@ impl Store {
         self.run
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Starts a batch transaction if none is open.
     pub fn begin(&mut self) -> Result<(), StoreError> {
         if !self.in_tx {
@@ -523,6 +518,7 @@ impl Store {
     }
 
     /// Records a new item seen in this run; returns its id.
+    #[cfg(test)]
     pub fn insert(
         &self,
         url: &str,

@@ -4,8 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use haul::report::{Level, Outcome, Reporter, Snapshot, Status, Summary};
-use haul::source::InputSpec;
+use haul::{InputSpec, Level, Outcome, Reporter, Snapshot, Status, Summary};
 use haul_origin::{expected, Config, Origin};
 use tokio_util::sync::CancellationToken;
 
@@ -57,9 +56,9 @@ async fn run_reports_every_outcome_to_the_callers_reporter() {
     urls.push("not a url".to_string());
     let list = s.list("urls.txt", &urls);
     let heard = Arc::new(Heard::default());
-    let mut config = haul::Config::new(vec![InputSpec::File(list)], s.out())
+    let config = haul::Config::new(vec![InputSpec::File(list)], s.out())
+        .hash(true)
         .with_reporter(Collect(heard.clone()));
-    config.hash = true;
     let finished = haul::run(config, CancellationToken::new()).await.unwrap();
 
     let outcomes = heard.outcomes.lock().unwrap().clone();

@@ -23,5 +23,5 @@ pub mod extract;
 pub mod robots;
 pub mod scope;
 
-pub use extract::{extract, ExtractError, Page, Rules};
+pub use extract::{extract, Rules};
 pub use robots::Robots;

@@ -35,8 +35,7 @@ use crate::schedule::parse_retry_after;
 mod error;
 mod file;
 
-pub use crate::check::hex;
-pub use error::{is_out_of_space, FetchError};
+pub use error::FetchError;
 use file::PartWriter;
 
 /// Bytes gathered in memory before they are handed to a disk write.

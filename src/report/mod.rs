@@ -46,6 +46,7 @@ pub enum OutcomeKind {
 
 /// The record of one input item: one manifest line.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Outcome {
     /// The URL (or the raw input text when it was not a valid URL).
     pub url: String,
@@ -96,24 +97,24 @@ pub struct Outcome {
     pub columns: Option<serde_json::Map<String, serde_json::Value>>,
     /// The table row the item came from, for the failed list.
     #[serde(skip)]
-    pub row: Option<std::sync::Arc<crate::source::RowRef>>,
+    pub(crate) row: Option<std::sync::Arc<crate::source::RowRef>>,
     /// Job-state row, when the item has one.
     #[serde(skip)]
-    pub id: Option<i64>,
+    pub(crate) id: Option<i64>,
     /// The job state already says this; nothing to write.
     #[serde(skip)]
-    pub recorded: bool,
+    pub(crate) recorded: bool,
     /// The failure will not go away by retrying.
     #[serde(skip)]
     pub permanent: bool,
     /// The item's URL came earlier in this run (skipped, `duplicate`).
     #[serde(skip)]
-    pub duplicate: bool,
+    pub(crate) duplicate: bool,
 }
 
 impl Outcome {
     /// A blank outcome for an item read at `origin`.
-    pub fn new(url: String, origin: &Origin, status: Status) -> Self {
+    pub(crate) fn new(url: String, origin: &Origin, status: Status) -> Self {
         Self {
             url,
             path: None,

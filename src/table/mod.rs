@@ -33,7 +33,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -448,6 +448,7 @@ impl Iterator for Table {
 ///
 /// Gzip is detected by its magic bytes as well, so `gzip` only makes a plain
 /// file an error.
+#[cfg(test)]
 pub fn open(path: &Path, format: Format, gzip: bool) -> Result<Table, TableError> {
     open_with(path, format, gzip, false)
 }
@@ -479,6 +480,7 @@ pub fn open_with(
 
 /// Opens a stream (stdin) for reading as a table named `name`. Parquet is an
 /// error: it needs seeking.
+#[cfg(test)]
 pub fn open_reader(
     name: &str,
     reader: Box<dyn Read + Send>,

@@ -1,6 +1,8 @@
 //! Rows written back in the input's own format (the failed list).
 
 use super::*;
+#[cfg(test)]
+use std::io::BufWriter;
 
 /// Writes rows back in their input's format, so that a list of failed rows
 /// can be fed back with `-i`: CSV/TSV get the header once, then each row as
@@ -19,6 +21,7 @@ pub struct RowWriter {
 impl RowWriter {
     /// Creates `path` for rows read in `format`; `header` is the input's
     /// header row ([`Table::header`]), written first for CSV/TSV.
+    #[cfg(test)]
     pub fn new(
         path: &Path,
         format: Format,

@@ -37,7 +37,7 @@ use std::iter::FusedIterator;
 mod name;
 mod pattern;
 
-pub use name::{slug, Fields, FieldsFn, RenderError, Template};
+pub use name::{Fields, FieldsFn, RenderError, Template};
 pub use pattern::{expand, has_groups, Expansion};
 
 use pattern::*;
@@ -177,6 +177,7 @@ pub enum TemplateError {
     Empty,
 }
 
+#[cfg(test)]
 impl TemplateError {
     /// Byte offset of the problem in the template (0 for [`TemplateError::Empty`]).
     pub fn offset(&self) -> usize {
@@ -224,7 +225,7 @@ fn column(src: &str, offset: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::name::{transliterate, valid_field_name};
+    use super::name::{slug, transliterate, valid_field_name};
     use super::*;
     use crate::naming::OutputDir;
     use proptest::prelude::*;

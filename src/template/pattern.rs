@@ -92,6 +92,9 @@ pub struct Expansion {
     pub(super) groups: Vec<Group>,
     /// The odometer: the current position in each group.
     pub(super) index: Vec<u128>,
+    /// How many strings in all (for a caller that would refuse an absurd
+    /// job before it starts; only the tests read it yet).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) total: u128,
     pub(super) remaining: u128,
     /// Expected length of one string, to size its buffer.
@@ -101,6 +104,7 @@ pub struct Expansion {
 // `is_empty` would always be false: every valid pattern yields at least one
 // string, so `len` stands alone.
 #[allow(clippy::len_without_is_empty)]
+#[cfg(test)]
 impl Expansion {
     /// How many strings the pattern yields in all, counted from the start
     /// (unchanged as the iterator advances). May exceed `usize`.

@@ -1,0 +1,527 @@
+//! A job's settings, built up from plain values: what the `haul` command,
+//! the Python package or any program that embeds haul gives [`crate::run`].
+//!
+//! [`Config::new`] takes the inputs and the output directory and sets the
+//! command's defaults; each method changes one thing and returns the
+//! config, and those that parse text (templates, types, headers, regular
+//! expressions) check it at once and say what is wrong in a
+//! [`ConfigError`]. Checks that need the whole config (a `{meta.…}` field
+//! with nothing to fill it) are made when the job starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue};
+
+use std::sync::Arc;
+
+use reqwest::header::HeaderMap;
+
+use crate::http::ClientConfig;
+use crate::report::{self, ProgressMode, ReportFiles};
+use crate::schedule::Backoff;
+use crate::source::InputSpec;
+
+/// Everything a job needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where URLs come from, in order.
+    pub(crate) inputs: Vec<InputSpec>,
+    /// Output directory.
+    pub(crate) output: PathBuf,
+    /// Transfers in flight, all hosts.
+    pub(crate) jobs: usize,
+    /// Transfers in flight to one host.
+    pub(crate) per_host: usize,
+    /// Retries of a transient failure per item.
+    pub(crate) retries: u32,
+    /// Retry timing.
+    pub(crate) backoff: Backoff,
+    /// HTTP client settings.
+    pub(crate) client: ClientConfig,
+    /// Manifest and failed list.
+    pub(crate) reports: ReportFiles,
+    /// Replace files that existed before the job.
+    pub(crate) overwrite: bool,
+    /// Retry items that failed permanently in an earlier run.
+    pub(crate) retry_failed: bool,
+    /// Group-sync downloaded files before recording them done.
+    pub(crate) sync: bool,
+    /// Content checks.
+    pub(crate) rules: crate::check::Rules,
+    /// Expand URL patterns (`{1..500}`, `{a,b}`) in the input.
+    pub(crate) glob: bool,
+    /// How files are named.
+    pub(crate) namer: crate::naming::Namer,
+    /// Where each item's metadata document is (`--meta-url`).
+    pub(crate) meta_url: Option<crate::template::Template>,
+    /// Set for `haul crawl`: the inputs are start pages.
+    pub(crate) crawl: Option<Crawl>,
+    /// How table inputs are read (`--format`, `--column`, `--url`).
+    pub(crate) source: crate::source::SourceOptions,
+    /// Input columns copied into the manifest.
+    pub(crate) keep_columns: Vec<String>,
+    /// Input column holding each file's SHA-256.
+    pub(crate) checksum_column: Option<String>,
+    /// Compute every file's SHA-256 even without a manifest (`--hash`).
+    pub(crate) hash: bool,
+    /// Progress display.
+    pub(crate) progress: ProgressMode,
+    /// Print each retry and failure as it happens.
+    pub(crate) verbose: bool,
+    /// The portable file path on Linux too: every body through
+    /// `NAME.part` then rename, each file and its directory fsynced before
+    /// it is recorded done, instead of `O_TMPFILE` and one `syncfs` per
+    /// batch. Always on elsewhere; here so that tests keep it working.
+    pub(crate) portable_files: bool,
+    /// Who hears of the job as it runs; `None`: the `haul` command's own
+    /// display on stderr ([`report::Console`]).
+    pub(crate) reporter: Option<report::SharedReporter>,
+    /// Print no summary.
+    pub(crate) quiet: bool,
+}
+
+/// What a crawl takes from pages, and where it may go (`haul crawl`):
+/// built with [`Crawl::new`] and given to [`Config::crawl`].
+#[derive(Debug, Clone)]
+pub struct Crawl {
+    /// What to pick out of each page.
+    pub(crate) rules: crate::crawl::Rules,
+    /// Deepest page followed (0: only the start pages).
+    pub(crate) max_depth: u32,
+    /// Folder of each page's files.
+    pub(crate) into: crate::template::Template,
+    /// Hosts allowed besides the start pages' own.
+    pub(crate) hosts: Vec<String>,
+    /// URLs must match this.
+    pub(crate) include: Option<regex::Regex>,
+    /// URLs must not match this.
+    pub(crate) exclude: Option<regex::Regex>,
+    /// Honour robots.txt.
+    pub(crate) robots: bool,
+}
+
+impl Config {
+    /// Defaults for everything but the inputs and output directory.
+    pub fn new(inputs: Vec<InputSpec>, output: impl Into<PathBuf>) -> Self {
+        Self {
+            inputs,
+            output: output.into(),
+            jobs: 64,
+            per_host: 16,
+            retries: 5,
+            backoff: Backoff::default(),
+            client: ClientConfig {
+                connect_timeout: Duration::from_secs(10),
+                read_timeout: Duration::from_secs(30),
+                user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_string(),
+                headers: HeaderMap::new(),
+                pool_per_host: 16,
+                plain_http1: true,
+                location_trusted: false,
+                ca_pem: None,
+                insecure: false,
+            },
+            reports: ReportFiles::default(),
+            overwrite: false,
+            retry_failed: false,
+            sync: true,
+            rules: crate::check::Rules::default(),
+            glob: true,
+            namer: crate::naming::Namer::from_urls(),
+            meta_url: None,
+            crawl: None,
+            source: crate::source::SourceOptions::default(),
+            keep_columns: Vec::new(),
+            checksum_column: None,
+            hash: false,
+            progress: ProgressMode::Auto,
+            verbose: false,
+            quiet: false,
+            portable_files: cfg!(not(target_os = "linux")),
+            reporter: None,
+        }
+    }
+
+    /// Sends the job's outcomes, counters and messages to `reporter`
+    /// instead of the console.
+    pub fn with_reporter(mut self, reporter: impl report::Reporter + 'static) -> Self {
+        self.reporter = Some(report::SharedReporter(Arc::new(reporter)));
+        self
+    }
+}
+
+/// A setting that cannot be used, with what to give instead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A template (`--name`, `--url`, `--meta-url`, `--into`) does not parse.
+    #[error("{option}: {message}")]
+    Template {
+        /// The option it was given for.
+        option: &'static str,
+        /// What is wrong, with the column.
+        message: String,
+    },
+    /// A request header is not `Name: value`.
+    #[error("bad header {0:?}: expected 'Name: value'")]
+    Header(String),
+    /// `--accept` names something that is not a type pattern.
+    #[error("{0:?} is not a MIME type pattern such as image/* or image/png")]
+    Accept(String),
+    /// `--format` names no format.
+    #[error("{0:?} is not a format: txt, csv, tsv, jsonl or parquet")]
+    Format(String),
+    /// `--column` is empty or not an index.
+    #[error("--column: {0}")]
+    Column(String),
+    /// `--include`/`--exclude` is not a regular expression.
+    #[error("{option}: {message}")]
+    Pattern {
+        /// The option.
+        option: &'static str,
+        /// What the regular expression parser said.
+        message: String,
+    },
+    /// A crawl selector or attribute is wrong.
+    #[error("{0}")]
+    Crawl(String),
+    /// The trusted certificates are not PEM certificates.
+    #[error("{0} (expected PEM certificates, -----BEGIN CERTIFICATE-----)")]
+    Certificates(String),
+    /// `{meta.…}` in the name template with no `--meta-url` to fill it.
+    #[error("--name uses {0}, but there is no --meta-url to fetch it from")]
+    MetaWithoutMetaUrl(String),
+}
+
+fn template(option: &'static str, text: &str) -> Result<crate::template::Template, ConfigError> {
+    crate::template::Template::parse(text).map_err(|e| ConfigError::Template {
+        option,
+        message: e.to_string(),
+    })
+}
+
+impl Config {
+    /// Transfers in flight, all hosts together (default 64).
+    pub fn jobs(mut self, n: usize) -> Self {
+        self.jobs = n.max(1);
+        self
+    }
+
+    /// Transfers in flight to one host (default 16).
+    pub fn per_host(mut self, n: usize) -> Self {
+        self.per_host = n.max(1);
+        self
+    }
+
+    /// Retries of a transient failure per item (default 5).
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// The longest wait a server's `Retry-After` may impose (default 60 s).
+    pub fn max_retry_wait(mut self, wait: Duration) -> Self {
+        self.backoff.max_retry_after = wait;
+        self
+    }
+
+    /// Time allowed to connect (default 10 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.client.connect_timeout = t;
+        self
+    }
+
+    /// Idle time allowed between bytes (default 30 s).
+    pub fn read_timeout(mut self, t: Duration) -> Self {
+        self.client.read_timeout = t;
+        self
+    }
+
+    /// Gives up an attempt that takes longer than this, request to last
+    /// byte; what arrived is kept for the next attempt.
+    pub fn max_time(mut self, t: Option<Duration>) -> Self {
+        self.rules.max_time = t;
+        self
+    }
+
+    /// Gives up an attempt whose body arrives slower than `bytes_per_second`
+    /// on average over `window`; what arrived is kept.
+    pub fn min_speed(mut self, bytes_per_second: Option<u64>, window: Duration) -> Self {
+        self.rules.min_speed = bytes_per_second;
+        self.rules.min_speed_time = window;
+        self
+    }
+
+    /// Adds a request header, `Name: value`.
+    pub fn header(mut self, raw: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::Header(raw.to_string());
+        let (name, value) = raw.split_once(':').ok_or_else(bad)?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad())?;
+        let value = HeaderValue::from_str(value.trim()).map_err(|_| bad())?;
+        self.client.headers.append(name, value);
+        Ok(self)
+    }
+
+    /// The `User-Agent`.
+    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.client.user_agent = ua.into();
+        self
+    }
+
+    /// Sends the added headers on redirects to other hosts too.
+    pub fn location_trusted(mut self, yes: bool) -> Self {
+        self.client.location_trusted = yes;
+        self
+    }
+
+    /// Trusts these PEM certificates as well as the system's (a private
+    /// CA, a self-signed server).
+    pub fn trust_pem(mut self, pem: Vec<u8>) -> Result<Self, ConfigError> {
+        crate::http::check_pem(&pem).map_err(ConfigError::Certificates)?;
+        self.client.ca_pem = Some(pem);
+        Ok(self)
+    }
+
+    /// Does not check TLS certificates at all.
+    pub fn insecure(mut self, yes: bool) -> Self {
+        self.client.insecure = yes;
+        self
+    }
+
+    /// Whether TLS certificates go unchecked.
+    pub fn is_insecure(&self) -> bool {
+        self.client.insecure
+    }
+
+    /// Writes the manifest here (JSON Lines, or CSV when named `*.csv`).
+    pub fn report(mut self, path: Option<PathBuf>) -> Self {
+        self.reports.manifest = path;
+        self
+    }
+
+    /// Writes the failed items here, in a form `-i` reads back.
+    pub fn failed_list(mut self, path: Option<PathBuf>) -> Self {
+        self.reports.failed = path;
+        self
+    }
+
+    /// Replaces files that were in the output directory before the job.
+    pub fn overwrite(mut self, yes: bool) -> Self {
+        self.overwrite = yes;
+        self
+    }
+
+    /// Also retries items that failed permanently in an earlier run.
+    pub fn retry_failed(mut self, yes: bool) -> Self {
+        self.retry_failed = yes;
+        self
+    }
+
+    /// Syncs files before recording them done (default on).
+    pub fn sync(mut self, yes: bool) -> Self {
+        self.sync = yes;
+        self
+    }
+
+    /// Expands URL patterns such as `{1..500}` and `{a,b}` (default on).
+    pub fn glob(mut self, yes: bool) -> Self {
+        self.glob = yes;
+        self.source.glob = yes;
+        self
+    }
+
+    /// Accepts only bodies of these types, checked on their first bytes:
+    /// comma-separated patterns such as `image/*,application/pdf`.
+    pub fn accept(mut self, types: &str) -> Result<Self, ConfigError> {
+        for t in types.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let p = crate::check::MimePattern::parse(t)
+                .ok_or_else(|| ConfigError::Accept(t.to_string()))?;
+            self.rules.accept.push(p);
+        }
+        Ok(self)
+    }
+
+    /// Fails files larger than this many bytes, as soon as they pass it.
+    pub fn max_size(mut self, bytes: Option<u64>) -> Self {
+        self.rules.max_size = bytes;
+        self
+    }
+
+    /// Fails files smaller than this many bytes.
+    pub fn min_size(mut self, bytes: Option<u64>) -> Self {
+        self.rules.min_size = bytes;
+        self
+    }
+
+    /// Reads every input file as this format (`txt`, `csv`, `tsv`,
+    /// `jsonl`, `parquet`) instead of by its extension.
+    pub fn format(mut self, name: &str) -> Result<Self, ConfigError> {
+        let f =
+            crate::table::Format::parse(name).ok_or_else(|| ConfigError::Format(name.into()))?;
+        self.source.format = Some(f);
+        Ok(self)
+    }
+
+    /// The column holding URLs: a name, a 0-based index, or a dotted path
+    /// in JSONL.
+    pub fn column(mut self, spec: &str) -> Result<Self, ConfigError> {
+        let c = spec
+            .parse()
+            .map_err(|e: crate::table::TableError| ConfigError::Column(e.to_string()))?;
+        self.source.column = Some(c);
+        Ok(self)
+    }
+
+    /// Reads a CSV/TSV's first line as data, not as its header.
+    pub fn no_header(mut self, yes: bool) -> Self {
+        self.source.no_header = yes;
+        self
+    }
+
+    /// Builds each item's URL from its input row, e.g.
+    /// `https://h/{col.id}.jpg`.
+    pub fn url_template(mut self, text: &str) -> Result<Self, ConfigError> {
+        self.source.url = Some(template("--url", text)?);
+        Ok(self)
+    }
+
+    /// Names files by a template, e.g. `{col.label}/{stem}.{ext}`.
+    pub fn name_template(mut self, text: &str) -> Result<Self, ConfigError> {
+        self.namer = crate::naming::Namer::template(template("--name", text)?);
+        Ok(self)
+    }
+
+    /// Fetches a JSON document per item from this URL template, for
+    /// `{meta.FIELD}`.
+    pub fn meta_url(mut self, text: &str) -> Result<Self, ConfigError> {
+        self.meta_url = Some(template("--meta-url", text)?);
+        Ok(self)
+    }
+
+    /// Copies these input columns into the manifest.
+    pub fn keep_columns(mut self, columns: Vec<String>) -> Self {
+        self.keep_columns = columns;
+        self
+    }
+
+    /// The input column holding each file's SHA-256.
+    pub fn checksum_column(mut self, column: Option<String>) -> Self {
+        self.checksum_column = column;
+        self
+    }
+
+    /// Computes every file's SHA-256 even without a manifest.
+    pub fn hash(mut self, yes: bool) -> Self {
+        self.hash = yes;
+        self
+    }
+
+    /// The progress display of the console reporter.
+    pub fn progress(mut self, mode: ProgressMode) -> Self {
+        self.progress = mode;
+        self
+    }
+
+    /// Reports each retry and failure as it happens.
+    pub fn verbose(mut self, yes: bool) -> Self {
+        self.verbose = yes;
+        self
+    }
+
+    /// No progress, no summary, no messages from the console reporter.
+    pub fn quiet(mut self, yes: bool) -> Self {
+        self.quiet = yes;
+        self
+    }
+
+    /// Whether the console reporter is silent.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// The portable file path on Linux too (see the README's Safety).
+    pub fn portable_files(mut self, yes: bool) -> Self {
+        self.portable_files |= yes;
+        self
+    }
+
+    /// Crawls: the inputs are start pages, and `crawl` says what to take
+    /// from them.
+    pub fn crawl(mut self, crawl: Crawl) -> Self {
+        self.crawl = Some(crawl);
+        self
+    }
+
+    /// The checks that need the whole config.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.meta_url.is_none() {
+            if let Some(field) = self.namer.fields().find(|f| f.starts_with("meta.")) {
+                return Err(ConfigError::MetaWithoutMetaUrl(format!("{{{field}}}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Crawl {
+    /// Picks file URLs from the elements `select` matches, in their `attr`
+    /// (`src`, `srcset`, `data-src`…), and follows the links `follow`
+    /// matches.
+    pub fn new(select: &str, attr: &str, follow: Option<&str>) -> Result<Self, ConfigError> {
+        let rules = crate::crawl::Rules::new(select, attr, follow)
+            .map_err(|e| ConfigError::Crawl(e.to_string()))?;
+        Ok(Self {
+            rules,
+            max_depth: 0,
+            into: template("--into", "{page.title}")?,
+            hosts: Vec::new(),
+            include: None,
+            exclude: None,
+            robots: true,
+        })
+    }
+
+    /// Links followed from a start page (0: only the start pages).
+    pub fn depth(mut self, depth: u32) -> Self {
+        self.max_depth = depth;
+        self
+    }
+
+    /// The folder of each page's files, e.g. `{page.title}`.
+    pub fn into_folder(mut self, text: &str) -> Result<Self, ConfigError> {
+        self.into = template("--into", text)?;
+        Ok(self)
+    }
+
+    /// Hosts allowed besides the start pages' own.
+    pub fn hosts(mut self, hosts: Vec<String>) -> Self {
+        self.hosts = hosts;
+        self
+    }
+
+    /// Only URLs matching this regular expression.
+    pub fn include(mut self, re: Option<&str>) -> Result<Self, ConfigError> {
+        self.include = re.map(|r| pattern("--include", r)).transpose()?;
+        Ok(self)
+    }
+
+    /// No URLs matching this regular expression.
+    pub fn exclude(mut self, re: Option<&str>) -> Result<Self, ConfigError> {
+        self.exclude = re.map(|r| pattern("--exclude", r)).transpose()?;
+        Ok(self)
+    }
+
+    /// Fetches and honours robots.txt (default on).
+    pub fn robots(mut self, yes: bool) -> Self {
+        self.robots = yes;
+        self
+    }
+}
+
+fn pattern(option: &'static str, re: &str) -> Result<regex::Regex, ConfigError> {
+    regex::Regex::new(re).map_err(|e| ConfigError::Pattern {
+        option,
+        message: e.to_string(),
+    })
+}
