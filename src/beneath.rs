@@ -1,7 +1,7 @@
 //! File operations inside the output directory that never follow a symbolic
 //! link, whatever is planted there.
 //!
-//! [`crate::naming`] proves that a destination's *text* stays inside the
+//! [`crate::plan::naming`] proves that a destination's *text* stays inside the
 //! output directory; this module makes the *filesystem* agree. The output
 //! directory is opened once, and every create, open, link, rename and remove
 //! below it goes through that handle one component at a time with

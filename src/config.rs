@@ -52,7 +52,7 @@ pub struct Config {
     /// Expand URL patterns (`{1..500}`, `{a,b}`) in the input.
     pub(crate) glob: bool,
     /// How files are named.
-    pub(crate) namer: crate::naming::Namer,
+    pub(crate) namer: crate::plan::naming::Namer,
     /// Where each item's metadata document is (`--meta-url`).
     pub(crate) meta_url: Option<crate::template::Template>,
     /// Set for `haul crawl`: the inputs are start pages.
@@ -128,7 +128,7 @@ impl Config {
             sync: true,
             rules: crate::check::Rules::default(),
             glob: true,
-            namer: crate::naming::Namer::from_urls(),
+            namer: crate::plan::naming::Namer::from_urls(),
             meta_url: None,
             crawl: None,
             source: crate::source::SourceOptions::default(),
@@ -357,8 +357,8 @@ impl Config {
     /// Reads every input file as this format (`txt`, `csv`, `tsv`,
     /// `jsonl`, `parquet`) instead of by its extension.
     pub fn format(mut self, name: &str) -> Result<Self, ConfigError> {
-        let f =
-            crate::table::Format::parse(name).ok_or_else(|| ConfigError::Format(name.into()))?;
+        let f = crate::source::table::Format::parse(name)
+            .ok_or_else(|| ConfigError::Format(name.into()))?;
         self.source.format = Some(f);
         Ok(self)
     }
@@ -368,7 +368,7 @@ impl Config {
     pub fn column(mut self, spec: &str) -> Result<Self, ConfigError> {
         let c = spec
             .parse()
-            .map_err(|e: crate::table::TableError| ConfigError::Column(e.to_string()))?;
+            .map_err(|e: crate::source::table::TableError| ConfigError::Column(e.to_string()))?;
         self.source.column = Some(c);
         Ok(self)
     }
@@ -388,7 +388,7 @@ impl Config {
 
     /// Names files by a template, e.g. `{col.label}/{stem}.{ext}`.
     pub fn name_template(mut self, text: &str) -> Result<Self, ConfigError> {
-        self.namer = crate::naming::Namer::template(template("--name", text)?);
+        self.namer = crate::plan::naming::Namer::template(template("--name", text)?);
         Ok(self)
     }
 

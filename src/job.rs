@@ -99,7 +99,7 @@ pub struct Finished {
 /// What the transfers of a crawl share.
 struct CrawlShared {
     rules: Arc<crate::crawl::Rules>,
-    robots: Option<crate::crawl::scope::RobotsCache>,
+    robots: Option<crate::schedule::robots::RobotsCache>,
 }
 
 struct Shared {
@@ -134,7 +134,7 @@ fn holds_only_state(dir: &std::path::Path, reports: &ReportFiles) -> bool {
     let Ok(mut entries) = std::fs::read_dir(dir) else {
         return false;
     };
-    let alone = entries.all(|e| e.is_ok_and(|e| e.file_name() == crate::naming::STATE_DIR));
+    let alone = entries.all(|e| e.is_ok_and(|e| e.file_name() == crate::plan::naming::STATE_DIR));
     let Ok(dir) = dir.canonicalize() else {
         return false;
     };
@@ -282,9 +282,9 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     let shared_no_space = Arc::new(std::sync::Mutex::new(None));
     let crawl = cfg.crawl.as_ref().map(|c| CrawlShared {
         rules: Arc::new(c.rules.clone()),
-        robots: c
-            .robots
-            .then(|| crate::crawl::scope::RobotsCache::new(client.clone(), &cfg.client.user_agent)),
+        robots: c.robots.then(|| {
+            crate::schedule::robots::RobotsCache::new(client.clone(), &cfg.client.user_agent)
+        }),
     });
     let shared = Arc::new(Shared {
         crawl,
@@ -296,7 +296,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
             progress: progress.clone(),
             rules: cfg.rules.clone(),
             namer: cfg.namer.clone(),
-            disk: crate::disk::Pool::new(crate::disk::threads())
+            disk: crate::fetch::disk::Pool::new(crate::fetch::disk::threads())
                 .map_err(thread_error(&cfg.output))?,
             hash: cfg.reports.manifest.is_some() || cfg.hash,
             out: out.clone(),

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::naming::{Dest, NameError};
+use crate::plan::naming::{Dest, NameError};
 use crate::plan::{Item, Planned, Planner, Validators};
 use crate::report::{Outcome, Progress, Recorder, ReportError, Status, Tally};
 use crate::source::Entry;
@@ -439,7 +439,7 @@ impl Ledger {
             n: d.n,
         };
         if !files.is_empty() {
-            let fields = crate::naming::ItemFields {
+            let fields = crate::plan::naming::ItemFields {
                 url: &d.url,
                 n: d.n,
                 row: 0,
@@ -451,7 +451,7 @@ impl Ledger {
             let parts = crawl
                 .into
                 .render(&fields)
-                .map(|r| crate::naming::split_rendered(&r))
+                .map(|r| crate::plan::naming::split_rendered(&r))
                 .unwrap_or_default();
             let parts = if parts.is_empty() {
                 vec![title.clone().unwrap_or_else(|| "page".into())]

@@ -47,18 +47,15 @@ mod beneath;
 mod check;
 mod config;
 mod crawl;
-mod disk;
 mod fetch;
 mod http;
 mod job;
 mod ledger;
-mod naming;
 mod plan;
 mod report;
 mod schedule;
 mod source;
 mod store;
-mod table;
 mod template;
 
 pub use check::parse_size;

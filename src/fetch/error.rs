@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::naming::NameError;
+use crate::plan::naming::NameError;
 
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::{FetchError, FLUSH_AT, FLUSH_EVERY};
 use crate::beneath::Root;
-use crate::naming::{self, Dest};
+use crate::plan::naming::{self, Dest};
 
 use crate::check::hex;
 
@@ -219,7 +219,7 @@ impl PartFile {
     }
 }
 
-type Pending = crate::disk::Pending<(PartFile, Result<(), FetchError>)>;
+type Pending = crate::fetch::disk::Pending<(PartFile, Result<(), FetchError>)>;
 
 /// Streams a body to `NAME.part`, overlapping disk writes with the network.
 pub(super) struct PartWriter {
@@ -227,7 +227,7 @@ pub(super) struct PartWriter {
     pending: Option<Pending>,
     buf: Vec<Bytes>,
     buffered: usize,
-    pool: crate::disk::Pool,
+    pool: crate::fetch::disk::Pool,
     /// Flush by time ([`FLUSH_EVERY`]), not only by size: the body goes
     /// to `.part` anyway. Set once a first flush by size has happened too.
     pub(super) eager: bool,
@@ -241,7 +241,7 @@ pub(super) struct PartWriter {
     pub(super) portable: bool,
 }
 
-fn join_error(part: &std::path::Path, e: crate::disk::Lost) -> FetchError {
+fn join_error(part: &std::path::Path, e: crate::fetch::disk::Lost) -> FetchError {
     FetchError::Disk {
         path: part.to_path_buf(),
         source: io::Error::other(e),
@@ -254,7 +254,7 @@ impl PartWriter {
         dest: &Dest,
         append_from: u64,
         hash: bool,
-        pool: crate::disk::Pool,
+        pool: crate::fetch::disk::Pool,
     ) -> Self {
         Self {
             pool,
@@ -411,12 +411,12 @@ impl PartWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::naming::OutputDir;
+    use crate::plan::naming::OutputDir;
 
     struct Setup {
         _tmp: tempfile::TempDir,
         root: Arc<Root>,
-        pool: crate::disk::Pool,
+        pool: crate::fetch::disk::Pool,
     }
 
     fn setup() -> Setup {
@@ -425,7 +425,7 @@ mod tests {
         Setup {
             _tmp: tmp,
             root,
-            pool: crate::disk::Pool::new(2).unwrap(),
+            pool: crate::fetch::disk::Pool::new(2).unwrap(),
         }
     }
 

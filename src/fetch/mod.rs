@@ -7,7 +7,7 @@
 //! range resume).
 //!
 //! Disk work never runs on the async runtime. Body chunks are gathered in
-//! memory up to [`FLUSH_AT`] and written on a [`crate::disk`] thread while
+//! memory up to [`FLUSH_AT`] and written on a [`crate::fetch::disk`] thread while
 //! the next chunks arrive. A body that arrives whole within [`FLUSH_AT`]
 //! costs one disk job that writes an unnamed `O_TMPFILE` and links it in
 //! under its final name; larger ones go through `NAME.part`, kept for resume.
@@ -27,11 +27,12 @@ use tokio_util::sync::CancellationToken;
 use crate::beneath::Root;
 use crate::http::{Client, Response};
 use crate::ledger::{Claimed, Event};
-use crate::naming::{self, Dest, NameError};
+use crate::plan::naming::{self, Dest, NameError};
 use crate::plan::{Item, Validators};
 use crate::report::{Progress, TransferBar};
 use crate::schedule::parse_retry_after;
 
+pub mod disk;
 mod error;
 mod file;
 
@@ -111,8 +112,11 @@ impl Target {
     }
 
     /// The fields `--name` and `--meta-url` templates see for this item.
-    pub fn fields(&self, detected_ext: Option<&'static str>) -> crate::naming::ItemFields<'_> {
-        crate::naming::ItemFields {
+    pub fn fields(
+        &self,
+        detected_ext: Option<&'static str>,
+    ) -> crate::plan::naming::ItemFields<'_> {
+        crate::plan::naming::ItemFields {
             url: &self.url,
             n: self.n,
             row: self.row,
@@ -224,9 +228,9 @@ pub struct Fetcher {
     /// Content checks.
     pub rules: crate::check::Rules,
     /// How files are named.
-    pub namer: crate::naming::Namer,
+    pub namer: crate::plan::naming::Namer,
     /// The threads that write files.
-    pub disk: crate::disk::Pool,
+    pub disk: crate::fetch::disk::Pool,
     /// The output directory, where every file operation happens.
     pub out: Arc<Root>,
     /// The portable file path (see [`crate::job::Config::portable_files`]).

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::source::table::{Format, Row, RowWriter};
 use crate::source::Origin;
-use crate::table::{Format, Row, RowWriter};
 
 /// How an item ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

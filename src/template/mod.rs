@@ -25,7 +25,7 @@
 //! filter or a malformed field is a parse error, not a per-item surprise.
 //!
 //! Rendering does not sanitize. A rendered name is split on `/` and the parts
-//! go to [`crate::naming::OutputDir::resolve`], the one place that cleans
+//! go to [`crate::plan::naming::OutputDir::resolve`], the one place that cleans
 //! path components and proves the result stays in the output directory.
 
 use std::borrow::{Borrow, Cow};
@@ -227,7 +227,7 @@ fn column(src: &str, offset: usize) -> usize {
 mod tests {
     use super::name::{slug, transliterate, valid_field_name};
     use super::*;
-    use crate::naming::OutputDir;
+    use crate::plan::naming::OutputDir;
     use proptest::prelude::*;
     use std::path::{Component, Path};
 

@@ -179,7 +179,7 @@ impl Template {
     /// Renders the template with one item's fields.
     ///
     /// The result is not sanitized: split it on `/` and pass the parts to
-    /// [`crate::naming::OutputDir::resolve`].
+    /// [`crate::plan::naming::OutputDir::resolve`].
     pub fn render(&self, fields: &dyn Fields) -> Result<String, RenderError> {
         let mut out = String::new();
         for part in &self.parts {

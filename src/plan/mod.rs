@@ -9,9 +9,11 @@
 
 use url::Url;
 
+pub mod naming;
+
 use crate::beneath::Root;
-use crate::naming::{self, Dest, ItemFields, NameError, Namer, OutputDir};
 use crate::report::{Outcome, Status};
+use naming::{Dest, ItemFields, NameError, Namer, OutputDir};
 use std::sync::Arc;
 
 use crate::source::{Entry, Kind, Origin, PageRef, RowRef};

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+pub mod robots;
+
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Global and per-host limits on transfers in flight.

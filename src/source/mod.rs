@@ -10,7 +10,9 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::table::{ColumnSpec, Format, Row, Table};
+pub mod table;
+
+use crate::source::table::{ColumnSpec, Format, Row, Table};
 
 /// One input the user named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +194,7 @@ struct TableReader {
     field: Option<String>,
     url: Option<crate::template::Template>,
     /// A first row read ahead to pick the URL column.
-    first: Option<crate::table::Record>,
+    first: Option<crate::source::table::Record>,
     /// Entries of the current row not handed out yet.
     pending: std::collections::VecDeque<Entry>,
 }
@@ -248,7 +250,7 @@ impl TableReader {
             for rec in table.by_ref() {
                 match &rec.row {
                     Ok(row) => {
-                        let picked = crate::table::pick_column(
+                        let picked = crate::source::table::pick_column(
                             table.columns().as_deref(),
                             row,
                             opts.column.as_ref(),
@@ -307,7 +309,11 @@ impl TableReader {
     }
 
     /// Turns one record into its entries.
-    fn expand(&self, rec: crate::table::Record, out: &mut std::collections::VecDeque<Entry>) {
+    fn expand(
+        &self,
+        rec: crate::source::table::Record,
+        out: &mut std::collections::VecDeque<Entry>,
+    ) {
         let origin = Origin {
             input: self.table.name().into(),
             line: rec.line,
@@ -343,7 +349,7 @@ impl TableReader {
             }
             (None, Some(field)) => row
                 .get(field)
-                .map(|cell| crate::table::split_urls(&cell))
+                .map(|cell| crate::source::table::split_urls(&cell))
                 .unwrap_or_default()
                 .into_iter()
                 .map(Ok)
@@ -410,7 +416,9 @@ pub fn open(specs: Vec<InputSpec>, glob: bool) -> Result<Entries, SourceError> {
     )
 }
 
-fn table_error(path: &std::path::Path) -> impl Fn(crate::table::TableError) -> SourceError + '_ {
+fn table_error(
+    path: &std::path::Path,
+) -> impl Fn(crate::source::table::TableError) -> SourceError + '_ {
     move |e| SourceError::Table {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -438,7 +446,7 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
                 ),
                 Some(format) => {
                     let path = PathBuf::from("-");
-                    let table = crate::table::open_reader_with(
+                    let table = crate::source::table::open_reader_with(
                         "-",
                         Box::new(io::stdin()),
                         format,
@@ -498,7 +506,7 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
             {
                 let (format, gzip) = Format::from_path(&path).unwrap_or((Format::Txt, false));
                 let format = opts.format.unwrap_or(format);
-                let table = crate::table::open_with(&path, format, gzip, opts.no_header)
+                let table = crate::source::table::open_with(&path, format, gzip, opts.no_header)
                     .map_err(table_error(&path))?;
                 let reader = TableReader::open(table, opts, &path, &mut notes)?;
                 (
