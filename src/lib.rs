@@ -2,14 +2,14 @@
 //!
 //! The library's surface is small: a [`Config`] built from plain values,
 //! [`run`], and a [`Reporter`] that hears every [`Outcome`]. Inside, data
-//! flows one way: `source` reads URLs (with `table` for datasets and
-//! `template` for patterns) → `plan` decides what to fetch and where it
-//! goes → `schedule` waits for a slot and times retries → `fetch` runs one
-//! transfer (over the `http` client, with `check` on its content, its file
-//! work on `disk` threads) → `ledger` records the outcome in the `store`
-//! and the `report`. `job` wires them together; `naming` is the one place
-//! paths are built, `beneath` the one place files under the output
-//! directory are opened; `crawl` reads pages.
+//! flows one way, through modules named for its stages: `source` reads
+//! URLs (lists, `source::table` datasets, `template` patterns) → `plan`
+//! decides what to fetch and where it goes (`plan::naming` builds every
+//! path) → `schedule` waits for a slot, times retries and admits requests
+//! under robots.txt → `fetch` runs one transfer over the `http` client
+//! (`check` on its content, its file work on `fetch::disk` threads, every
+//! file opened through `beneath`) → `ledger` records the outcome in the
+//! `store` and the `report`. `job` wires them; `crawl` reads pages.
 //!
 //! # Embedding
 //!
