@@ -334,7 +334,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     // Ledger thread: plans, records, reports.
     let (item_tx, mut item_rx) = mpsc::channel::<Item>(1024);
     let mut ledger = Ledger::new(
-        store,
+        Box::new(store),
         Planner::new(
             out.clone(),
             cfg.namer.clone(),

@@ -24,7 +24,7 @@ use crate::plan::naming::{Dest, NameError};
 use crate::plan::{Item, Planned, Planner, Validators};
 use crate::report::{Outcome, Progress, Recorder, ReportError, Status, Tally};
 use crate::source::Entry;
-use crate::store::{self, Finish, State, Store, StoreError};
+use crate::store::{self, Finish, JobStore, State, StoreError};
 
 /// Items planned ahead of the dispatcher, at most.
 const AHEAD: usize = 256;
@@ -126,7 +126,7 @@ pub enum LedgerError {
 /// The ledger's state.
 pub struct Ledger {
     /// Job state.
-    pub store: Store,
+    pub store: Box<dyn JobStore>,
     /// Planning rules.
     pub planner: Planner,
     /// Report files.
@@ -174,7 +174,7 @@ pub struct Wiring {
 impl Ledger {
     /// A ledger over an open store.
     pub fn new(
-        store: Store,
+        store: Box<dyn JobStore>,
         planner: Planner,
         recorder: Recorder,
         progress: Arc<Progress>,
@@ -346,7 +346,7 @@ impl Ledger {
             }
         }
         let n = self.progress.seen.load(Relaxed) + 1;
-        match self.planner.plan(&self.store, entry, n)? {
+        match self.planner.plan(&*self.store, entry, n)? {
             Planned::Settled(o) if discovered && o.duplicate => return Ok(false),
             Planned::Fetch(item) => {
                 if matches!(item.kind, crate::source::Kind::Page { .. }) {
@@ -376,7 +376,7 @@ impl Ledger {
                 components,
                 reply,
             } => {
-                let answer = match self.planner.claim(&self.store, &components)? {
+                let answer = match self.planner.claim(&*self.store, &components)? {
                     Ok(dest) => {
                         self.store.set_path(id, &dest.rel)?;
                         if !self.overwrite && self.planner.root().exists(&dest.rel) {
@@ -459,7 +459,7 @@ impl Ledger {
                 parts
             };
             self.store.begin()?;
-            if let Ok(folder) = self.planner.claim(&self.store, &parts)? {
+            if let Ok(folder) = self.planner.claim(&*self.store, &parts)? {
                 page.folder = folder.rel;
             }
         }

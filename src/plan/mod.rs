@@ -17,7 +17,9 @@ use naming::{Dest, ItemFields, NameError, Namer, OutputDir};
 use std::sync::Arc;
 
 use crate::source::{Entry, Kind, Origin, PageRef, RowRef};
-use crate::store::{Inserted, Row, State, Store, StoreError};
+#[cfg(test)]
+use crate::store::Store;
+use crate::store::{Inserted, JobStore, Row, State, StoreError};
 
 /// The validators a partial download was started under.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -193,7 +195,7 @@ impl Planner {
 
     /// Plans entry number `n` (1-based, input order), recording new items
     /// in `store`.
-    pub fn plan(&self, store: &Store, entry: Entry, n: u64) -> Result<Planned, StoreError> {
+    pub fn plan(&self, store: &dyn JobStore, entry: Entry, n: u64) -> Result<Planned, StoreError> {
         let origin = entry.origin;
         let (kind, page, row) = (entry.kind, entry.page, entry.row);
         let with_row = |p: Planned| match p {
@@ -286,7 +288,11 @@ impl Planner {
 
     /// Plans an item whose URL the store does not know, inserting its row
     /// with its name; `Err(item)` when the URL turns out to be known.
-    fn plan_new(&self, store: &Store, mut item: Item) -> Result<Result<Planned, Item>, StoreError> {
+    fn plan_new(
+        &self,
+        store: &dyn JobStore,
+        mut item: Item,
+    ) -> Result<Result<Planned, Item>, StoreError> {
         let depth = match item.kind {
             Kind::Page { depth } => Some(depth),
             Kind::File => None,
@@ -358,7 +364,7 @@ impl Planner {
 
     /// Names an item recorded before without a name (its name is made from
     /// the response, or could not be made), and decides whether to fetch it.
-    fn plan_fresh(&self, store: &Store, mut item: Item) -> Result<Planned, StoreError> {
+    fn plan_fresh(&self, store: &dyn JobStore, mut item: Item) -> Result<Planned, StoreError> {
         let mut bad_name = None;
         // Pages are read, not saved: nothing to name.
         let is_page = matches!(item.kind, Kind::Page { .. });
@@ -408,7 +414,7 @@ impl Planner {
     /// the file name): the name gets `-1`, `-2`… until the path is free.
     pub fn claim(
         &self,
-        store: &Store,
+        store: &dyn JobStore,
         components: &[String],
     ) -> Result<Result<Dest, NameError>, StoreError> {
         let Some((raw, dirs)) = components.split_last() else {
@@ -432,7 +438,7 @@ impl Planner {
     }
 
     /// What a re-run does with an item recorded by an earlier run.
-    fn replan(&self, store: &Store, row: Row, item: Item) -> Result<Planned, StoreError> {
+    fn replan(&self, store: &dyn JobStore, row: Row, item: Item) -> Result<Planned, StoreError> {
         let item = Item { id: row.id, ..item };
         if row.is_page {
             // A page parsed before is not fetched again; its files and links

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{human_bytes, ReportError};
-use crate::store::{Store, StoreError};
+use crate::store::{ItemRecord, JobStore, State, Store, StoreError};
 
 /// Why `status` could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -111,80 +111,70 @@ pub fn load(
     report: &Option<PathBuf>,
     failed: &Option<PathBuf>,
 ) -> Result<JobStatus, StatusError> {
-    let store = Store::open_existing(dir)?;
+    let store: Box<dyn JobStore> = Box::new(Store::open_existing(dir)?);
     let mut report = open_sink(report)?;
     let mut failed_list = open_sink(failed)?;
     let mut st = JobStatus::default();
     let mut groups: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut sink_error = None;
-    store.query_each("SELECT COUNT(*) FROM runs", |r| {
-        st.runs = r.get::<_, i64>(0)? as u64;
-        Ok(())
+    st.runs = store.runs()?;
+    store.each_item(&mut |r: ItemRecord| {
+        st.items += 1;
+        match r.state {
+            State::Ok | State::Saved => {
+                st.ok += 1;
+                st.bytes += r.bytes;
+                st.rerun.skip_done += 1;
+            }
+            State::Skipped => {
+                st.skipped += 1;
+                st.rerun.skip_existing += 1;
+            }
+            State::Failed => {
+                st.failed += 1;
+                let reason = r.reason.clone().unwrap_or_else(|| "failed".into());
+                *groups.entry((reason, host_of(&r.url))).or_default() += 1;
+                if r.permanent {
+                    st.rerun.skip_failed += 1;
+                } else {
+                    st.rerun.retry += 1;
+                    st.rerun.resume += u64::from(r.resumable);
+                }
+            }
+            State::Pending => {
+                st.pending += 1;
+                st.rerun.fetch += 1;
+                st.rerun.resume += u64::from(r.resumable);
+            }
+        }
+        if report.is_some() {
+            // A saved file is whole and in place: done, as a run reports it.
+            let status = match r.state {
+                State::Ok | State::Saved => "ok",
+                other => other.as_str(),
+            };
+            let line = serde_json::json!({
+                "url": r.url,
+                "path": r.path,
+                "status": status,
+                "http_status": r.http_status,
+                "bytes": r.bytes,
+                "sha256": r.sha256,
+                "attempts": r.attempts,
+                "error": r.error,
+                "input": r.input,
+                "line": r.line,
+            });
+            if let Err(e) = write_line(&mut report, &line.to_string()) {
+                sink_error.get_or_insert(e);
+            }
+        }
+        if r.state == State::Failed {
+            if let Err(e) = write_line(&mut failed_list, &r.url) {
+                sink_error.get_or_insert(e);
+            }
+        }
     })?;
-    store.query_each(
-        "SELECT url, path, state, http_status, bytes, sha256, attempts, error, reason,
-                input, line, permanent, etag IS NOT NULL OR last_modified IS NOT NULL
-         FROM items ORDER BY id",
-        |r| {
-            let url: String = r.get(0)?;
-            let state: String = r.get(2)?;
-            let bytes = r.get::<_, i64>(4)? as u64;
-            let permanent: bool = r.get(11)?;
-            let has_validator: bool = r.get(12)?;
-            st.items += 1;
-            match state.as_str() {
-                "ok" | "saved" => {
-                    st.ok += 1;
-                    st.bytes += bytes;
-                    st.rerun.skip_done += 1;
-                }
-                "skipped" => {
-                    st.skipped += 1;
-                    st.rerun.skip_existing += 1;
-                }
-                "failed" => {
-                    st.failed += 1;
-                    let reason: Option<String> = r.get(8)?;
-                    let key = (reason.unwrap_or_else(|| "failed".into()), host_of(&url));
-                    *groups.entry(key).or_default() += 1;
-                    if permanent {
-                        st.rerun.skip_failed += 1;
-                    } else {
-                        st.rerun.retry += 1;
-                        st.rerun.resume += u64::from(has_validator);
-                    }
-                }
-                _ => {
-                    st.pending += 1;
-                    st.rerun.fetch += 1;
-                    st.rerun.resume += u64::from(has_validator);
-                }
-            }
-            if report.is_some() {
-                let line = serde_json::json!({
-                    "url": url,
-                    "path": r.get::<_, Option<String>>(1)?,
-                    "status": state,
-                    "http_status": r.get::<_, Option<u16>>(3)?,
-                    "bytes": bytes,
-                    "sha256": r.get::<_, Option<String>>(5)?,
-                    "attempts": r.get::<_, u32>(6)?,
-                    "error": r.get::<_, Option<String>>(7)?,
-                    "input": r.get::<_, Option<String>>(9)?,
-                    "line": r.get::<_, Option<i64>>(10)?,
-                });
-                if let Err(e) = write_line(&mut report, &line.to_string()) {
-                    sink_error.get_or_insert(e);
-                }
-            }
-            if state == "failed" {
-                if let Err(e) = write_line(&mut failed_list, &url) {
-                    sink_error.get_or_insert(e);
-                }
-            }
-            Ok(())
-        },
-    )?;
     if let Some(e) = sink_error {
         return Err(e.into());
     }

@@ -5,6 +5,7 @@
 //! thread: a list of millions of lines is never held in memory, and the first
 //! transfer starts as soon as the first line is read.
 
+use crate::store::{JobStore, Store};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -459,9 +460,9 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
                 }
             },
             InputSpec::Failed(dir) => {
-                let store = crate::store::Store::open_existing(&dir)?;
+                let store: Box<dyn JobStore> = Box::new(Store::open_existing(&dir)?);
                 let mut failed = Vec::new();
-                store.each_failed(|url, input, line| {
+                store.each_failed(&mut |url: String, input: String, line: u64| {
                     let origin = Origin {
                         input: input.into(),
                         line,
@@ -474,8 +475,9 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
             InputSpec::Unfinished { dir, retry_failed } => {
                 let mut items = Vec::new();
                 // A first crawl has no job state yet: nothing to carry on.
-                if let Ok(store) = crate::store::Store::open_existing(&dir) {
-                    store.each_unfinished(retry_failed, |u| {
+                if let Ok(store) = Store::open_existing(&dir) {
+                    let store: Box<dyn JobStore> = Box::new(store);
+                    store.each_unfinished(retry_failed, &mut |u: crate::store::Unfinished| {
                         let origin = Origin {
                             input: u.input.into(),
                             line: u.line,

@@ -96,7 +96,8 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    /// The state as the job state and reports spell it.
+    pub fn as_str(self) -> &'static str {
         match self {
             State::Pending => "pending",
             State::Saved => "saved",
@@ -759,17 +760,37 @@ impl Store {
         })
     }
 
-    /// Runs `sql` with no parameters, calling `f` on each row (for `status`).
-    pub fn query_each(
-        &self,
-        sql: &str,
-        mut f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
-    ) -> Result<(), StoreError> {
+    /// Runs so far.
+    pub fn runs(&self) -> Result<u64, StoreError> {
+        self.q(|c| c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+    }
+
+    /// Every item, in the order they were planned, for `haul status`.
+    pub fn each_item(&self, mut f: impl FnMut(super::ItemRecord)) -> Result<(), StoreError> {
         self.q(|c| {
-            let mut stmt = c.prepare(sql)?;
+            let mut stmt = c.prepare(
+                "SELECT url, path, state, http_status, bytes, sha256, attempts, error, reason,
+                        input, line, permanent, etag IS NOT NULL OR last_modified IS NOT NULL
+                 FROM items ORDER BY id",
+            )?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
-                f(r)?;
+                f(super::ItemRecord {
+                    url: r.get(0)?,
+                    path: r.get(1)?,
+                    state: State::parse(&r.get::<_, String>(2)?),
+                    http_status: r.get(3)?,
+                    bytes: r.get::<_, i64>(4)? as u64,
+                    sha256: r.get(5)?,
+                    attempts: r.get(6)?,
+                    error: r.get(7)?,
+                    reason: r.get(8)?,
+                    input: r.get(9)?,
+                    line: r.get::<_, Option<i64>>(10)?.map(|l| l as u64),
+                    permanent: r.get(11)?,
+                    resumable: r.get(12)?,
+                });
             }
             Ok(())
         })
