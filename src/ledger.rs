@@ -574,3 +574,84 @@ impl Ledger {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ProgressMode, ReportFiles};
+    use crate::source::Origin;
+
+    fn entry(line: u64, url: &str) -> Entry {
+        let origin = Origin {
+            input: "list".into(),
+            line,
+        };
+        Entry::new(origin, Ok(url.to_string()))
+    }
+
+    /// The ledger on a temporary store: entries in, planned items out,
+    /// outcomes recorded in batches, totals back.
+    #[test]
+    fn entries_are_planned_and_outcomes_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Arc::new(crate::beneath::Root::open(dir.path()).unwrap());
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let planner = Planner::new(root, crate::plan::naming::Namer::from_urls(), false, false);
+        let recorder = Recorder::create(&ReportFiles::default(), &[]).unwrap();
+        let progress = Progress::new(ProgressMode::None);
+        let ledger = Ledger::new(Box::new(store), planner, recorder, progress, true, false);
+
+        let (entry_tx, entries) = mpsc::channel(16);
+        let (event_tx, events) = mpsc::unbounded_channel();
+        let (items, mut item_rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let wiring = Wiring {
+            entries,
+            events,
+            items,
+            stop,
+        };
+        let thread = std::thread::spawn(move || ledger.run(wiring));
+        for (i, url) in ["http://h/a.bin", "http://h/b.bin", "http://h/a.bin", "nope"]
+            .iter()
+            .enumerate()
+        {
+            entry_tx.blocking_send(entry(i as u64 + 1, url)).unwrap();
+        }
+        drop(entry_tx);
+        // Two items to fetch; the duplicate and the bad line are settled by
+        // the plan.
+        let mut planned = Vec::new();
+        while let Some(item) = item_rx.blocking_recv() {
+            planned.push(item);
+        }
+        let names: Vec<&str> = planned
+            .iter()
+            .map(|i| i.dest.as_ref().unwrap().rel.as_str())
+            .collect();
+        assert_eq!(names, ["a.bin", "b.bin"]);
+        for item in planned {
+            let mut o = Outcome::new(item.url.to_string(), &item.origin, Status::Ok);
+            o.id = Some(item.id);
+            o.bytes = 5;
+            event_tx.send(Event::Done(Box::new(o))).unwrap();
+        }
+        drop(event_tx);
+        let tally = thread.join().unwrap().unwrap();
+        assert_eq!((tally.ok, tally.skipped, tally.bad), (2, 1, 1));
+        // Recorded: saved (done once a group sync has covered it, which a
+        // run this short may not have waited for).
+        let store = crate::store::Store::open_existing(dir.path()).unwrap();
+        let row = store.lookup("http://h/b.bin").unwrap().unwrap();
+        assert!(
+            matches!(row.state, State::Saved | State::Ok),
+            "{:?}",
+            row.state
+        );
+        assert_eq!(row.bytes, 5);
+        assert!(
+            store.lookup("nope").unwrap().is_none(),
+            "a bad line is no item"
+        );
+    }
+}
