@@ -1,11 +1,11 @@
 //! What a new user meets first: the spellings of other tools, help, the
 //! usual mistakes, and messages that say what to do.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use haul_origin::{expected, Config, Origin};
 
-use crate::util::{assert_exit, haul, read, run, stderr, Scratch};
+use crate::util::{assert_exit, haul, read, run, stderr, wait_until, Scratch};
 
 /// Runs `haul` in `dir`, to see what it leaves in the current directory.
 async fn run_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -279,11 +279,7 @@ async fn an_interrupted_job_reports_what_never_started_as_pending() {
     ])
     .spawn()
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while origin.log().len() < 2 {
-        assert!(Instant::now() < deadline, "nothing started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("nothing started", || origin.log().len() >= 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")

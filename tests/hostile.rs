@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use haul_origin::{expected, Config, Origin};
 
 use crate::util::raw::{response, Raw, Reply, Req};
-use crate::util::{assert_exit, haul, read, run, Scratch};
+use crate::util::{assert_exit, haul, read, run, wait_until, Scratch};
 
 const LM1: &str = "Tue, 01 Jan 2030 00:00:00 GMT";
 const LM2: &str = "Wed, 02 Jan 2030 00:00:00 GMT";
@@ -314,11 +314,10 @@ async fn a_kill_costs_about_a_second_of_a_slow_transfer_not_256_kib() {
     let args = [url.as_str(), "-o", out.to_str().unwrap()];
     let mut child = haul(&args).spawn().unwrap();
     let part = s.out().join("slow.bin.part");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::metadata(&part).map_or(0, |m| m.len()) == 0 {
-        assert!(Instant::now() < deadline, "nothing reached the disk");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("nothing reached the disk", || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 0)
+    })
+    .await;
     // The first write came by time, before 256 KiB had arrived.
     let written = std::fs::metadata(&part).unwrap().len();
     assert!(written < 256 * 1024, "first write at {written} bytes");

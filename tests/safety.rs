@@ -2,11 +2,11 @@
 //! process, die on SIGTERM without its reports, or count a full disk as a
 //! permanent failure.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use haul_origin::{expected, Config, Origin};
 
-use crate::util::{assert_exit, haul, read, run, stderr, Scratch};
+use crate::util::{assert_exit, haul, read, run, stderr, wait_until, Scratch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_named_like_an_input_is_refused_and_the_input_kept() {
@@ -88,11 +88,10 @@ async fn reports_replace_their_file_only_when_complete() {
     .spawn()
     .unwrap();
     // While the job runs, the old files are whole.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.out().join(".haul/lock").exists() {
-        assert!(Instant::now() < deadline, "the run never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the run never started", || {
+        s.out().join(".haul/lock").exists()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(std::fs::read_to_string(&report).unwrap(), "old report\n");
     assert_eq!(std::fs::read_to_string(&failed).unwrap(), "old list\n");
@@ -151,11 +150,10 @@ async fn a_second_process_on_one_job_fails_fast_and_status_still_reads() {
     let args = ["-i", list.to_str().unwrap(), "-o", out.to_str().unwrap()];
     let first = haul(&args).spawn().unwrap();
     let pid = first.id().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.out().join(".haul/lock").exists() {
-        assert!(Instant::now() < deadline, "the first run never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the first run never started", || {
+        s.out().join(".haul/lock").exists()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let o = run(&args).await;
     assert_exit(&o, 2);
@@ -196,17 +194,11 @@ async fn sigterm_parks_transfers_and_writes_the_summary_and_manifest() {
     ])
     .spawn()
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.out().join("slow.bin.part").exists() {
-        assert!(Instant::now() < deadline, "the slow transfer never wrote");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    wait_until("the slow transfer never wrote", || {
+        s.out().join("slow.bin.part").exists()
+    })
+    .await;
+    crate::util::signal(child.id().unwrap(), "-TERM");
     let o = child.wait_with_output().await.unwrap();
     assert_exit(&o, 130);
     let err = stderr(&o);

@@ -130,6 +130,25 @@ pub fn assert_exit(o: &Output, want: i32) {
     assert_eq!(code(o), want, "exit status; stderr:\n{}", stderr(o));
 }
 
+/// Waits (polling, 20 s at most) until `ready` holds; panics saying
+/// `what` did not happen otherwise.
+pub async fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends `signal` (`-INT`, `-TERM`) to the process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
 /// Reads a downloaded file.
 pub fn read(path: impl AsRef<Path>) -> Vec<u8> {
     std::fs::read(path.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
