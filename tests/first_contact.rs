@@ -264,21 +264,8 @@ async fn an_interrupted_job_reports_what_never_started_as_pending() {
         })
         .collect();
     let list = s.list("urls.txt", &urls);
-    let (out, report, failed) = (s.out(), s.path("r.jsonl"), s.path("failed.txt"));
-    let child = haul(&[
-        "-i",
-        list.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-j",
-        "2",
-        "--report",
-        report.to_str().unwrap(),
-        "--failed",
-        failed.to_str().unwrap(),
-    ])
-    .spawn()
-    .unwrap();
+    let failed = s.path("failed.txt");
+    let child = s.spawn(&list, &["-j", "2", "--failed", failed.to_str().unwrap()]);
     wait_until("nothing started", || origin.log().len() >= 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = child.id().unwrap().to_string();

@@ -74,19 +74,8 @@ async fn reports_replace_their_file_only_when_complete() {
     let list = s.list("urls.txt", &[origin.url("/status/404/a"), origin.url(slow)]);
     std::fs::write(s.path("r.jsonl"), "old report\n").unwrap();
     std::fs::write(s.path("failed.txt"), "old list\n").unwrap();
-    let (out, report, failed) = (s.out(), s.path("r.jsonl"), s.path("failed.txt"));
-    let child = haul(&[
-        "-i",
-        list.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-        "--failed",
-        failed.to_str().unwrap(),
-    ])
-    .spawn()
-    .unwrap();
+    let (report, failed) = (s.path("r.jsonl"), s.path("failed.txt"));
+    let child = s.spawn(&list, &["--failed", failed.to_str().unwrap()]);
     // While the job runs, the old files are whole.
     wait_until("the run never started", || {
         s.out().join(".haul/lock").exists()
@@ -183,17 +172,7 @@ async fn sigterm_parks_transfers_and_writes_the_summary_and_manifest() {
         .collect();
     urls.push(origin.url("/drip/slow.bin?size=2000000&chunk=16000&delay_ms=20"));
     let list = s.list("urls.txt", &urls);
-    let (out, report) = (s.out(), s.path("r.jsonl"));
-    let child = haul(&[
-        "-i",
-        list.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ])
-    .spawn()
-    .unwrap();
+    let child = s.spawn(&list, &[]);
     wait_until("the slow transfer never wrote", || {
         s.out().join("slow.bin.part").exists()
     })

@@ -68,6 +68,21 @@ impl Scratch {
         run(&args).await
     }
 
+    /// The same command as [`Scratch::fetch`], started and left running.
+    pub fn spawn(&self, input: &Path, extra: &[&str]) -> tokio::process::Child {
+        let (out, report) = (self.out(), self.path("r.jsonl"));
+        let mut args = vec![
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        haul(&args).spawn().expect("start haul")
+    }
+
     /// The manifest written with `--report`, as JSON values.
     pub fn manifest(&self, name: &str) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path(name))
