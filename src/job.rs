@@ -350,6 +350,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     );
     ledger.verbose = cfg.verbose;
     ledger.synced_on_save = cfg.portable_files;
+    ledger.no_space = Some((shared_no_space.clone(), cfg.output.clone()));
     ledger.reporter = reporter.clone();
     ledger.crawl = cfg.crawl.as_ref().map(|c| crate::ledger::CrawlPlan {
         scope: crate::crawl::scope::Scope::new(

@@ -150,6 +150,9 @@ pub struct Ledger {
     /// Files are durable once saved (the portable path syncs each one):
     /// record them done at once, with no group sync.
     pub synced_on_save: bool,
+    /// Set, with where, when the disk fills under the job state; shared
+    /// with the transfers, which set it when it fills under a file.
+    pub no_space: Option<(Arc<std::sync::Mutex<Option<String>>>, std::path::PathBuf)>,
     /// Who hears of every outcome and message.
     pub reporter: Arc<dyn crate::report::Reporter>,
     /// Bad input rows seen, and how many were printed.
@@ -194,6 +197,7 @@ impl Ledger {
             pages_open: 0,
             verbose: false,
             synced_on_save: false,
+            no_space: None,
             reporter: Arc::new(crate::report::Silent),
             bad: (0, 0),
         }
@@ -319,6 +323,16 @@ impl Ledger {
                 self.sync_now()?;
             }
             self.store.commit()?;
+            if self.store.disk_full() && !stop.is_cancelled() {
+                // The job state took its reserve: downloads must not take
+                // that too. Stop as a full disk under a file does.
+                if let Some((no_space, out)) = &self.no_space {
+                    if let Ok(mut n) = no_space.lock() {
+                        n.get_or_insert_with(|| crate::beneath::device_of(out));
+                    }
+                }
+                stop.cancel();
+            }
             if ahead.len() >= AHEAD / 2 || !input_open {
                 // Let events gather: one wake-up and one transaction for many,
                 // instead of a context switch per finished file. The

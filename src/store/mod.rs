@@ -120,6 +120,11 @@ pub trait JobStore: Send {
     fn runs(&self) -> Result<u64, StoreError>;
     /// Every item, in planning order.
     fn each_item(&self, f: &mut dyn FnMut(ItemRecord)) -> Result<(), StoreError>;
+    /// Whether the disk filled under the store (the job must stop writing
+    /// files); a store on another machine's disk never says so.
+    fn disk_full(&self) -> bool {
+        false
+    }
 }
 
 impl JobStore for Store {
@@ -197,6 +202,9 @@ impl JobStore for Store {
     }
     fn each_item(&self, f: &mut dyn FnMut(ItemRecord)) -> Result<(), StoreError> {
         Store::each_item(self, f)
+    }
+    fn disk_full(&self) -> bool {
+        self.reserve_used()
     }
 }
 

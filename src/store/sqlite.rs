@@ -360,6 +360,8 @@ pub struct Store {
     /// The job's exclusive lock, held for as long as the store is open to
     /// write (`None` when only reading).
     _lock: Option<std::fs::File>,
+    /// The reserve was given up to record a statement on a full disk.
+    reserve_used: std::cell::Cell<bool>,
     /// The output directory, whose reserve a full disk releases (`None`
     /// when only reading).
     out_dir: Option<PathBuf>,
@@ -430,6 +432,7 @@ impl Store {
         Ok(Store {
             conn,
             _lock: None,
+            reserve_used: std::cell::Cell::new(false),
             out_dir: None,
             path,
             run: 0,
@@ -453,6 +456,7 @@ impl Store {
             // The disk filled (downloads took the space): the reserve is
             // there so that the job state can still record what happened.
             // SQLite kept the transaction, so the statement can go again.
+            self.reserve_used.set(true);
             result = f(&self.conn);
         }
         result.map_err(|source| {
@@ -758,6 +762,13 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Whether the disk filled under the job state and its reserve was
+    /// given up: the job must stop writing files, or they will take that
+    /// space too.
+    pub fn reserve_used(&self) -> bool {
+        self.reserve_used.get()
     }
 
     /// Runs so far.
