@@ -187,9 +187,15 @@ pub struct Args {
     #[arg(short = 'Z', long, hide = true)]
     pub parallel: bool,
 
-    /// Transfers in flight to one host.
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub per_host: u32,
+    /// The most transfers in flight to one host (default: -j). Each host
+    /// starts at 4 and grows while it answers well, shrinks on 429, 503,
+    /// timeouts and slowing answers, and pauses as a whole on Retry-After.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub per_host: Option<u32>,
+
+    /// Keep each host at --per-host (16 if not given) instead of adapting.
+    #[arg(long)]
+    pub fixed: bool,
 
     /// Retries of a transient failure (connect error, reset, timeout,
     /// truncated body, 5xx, 408, 429) per item.
@@ -492,7 +498,7 @@ impl Args {
         }
         let mut cfg = Config::new(inputs, self.output)
             .jobs(self.jobs as usize)
-            .per_host(self.per_host as usize)
+            .fixed_per_host(self.fixed)
             .retries(retries)
             .max_retry_wait(seconds("--max-retry-wait", self.max_retry_wait)?)
             .connect_timeout(connect)
@@ -524,6 +530,9 @@ impl Args {
             .verbose(self.verbose)
             .progress(self.progress.into())
             .portable_files(self.portable_files);
+        if let Some(n) = self.per_host {
+            cfg = cfg.per_host(n as usize);
+        }
         for raw in &self.headers {
             cfg = cfg.header(raw)?;
         }

@@ -33,6 +33,8 @@ pub struct Config {
     pub(crate) jobs: usize,
     /// Transfers in flight to one host.
     pub(crate) per_host: usize,
+    /// Each host's window adapts to it (otherwise fixed at `per_host`).
+    pub(crate) adaptive: bool,
     /// Retries of a transient failure per item.
     pub(crate) retries: u32,
     /// Retry timing.
@@ -108,7 +110,8 @@ impl Config {
             inputs,
             output: output.into(),
             jobs: 64,
-            per_host: 16,
+            per_host: 0,
+            adaptive: true,
             retries: 5,
             backoff: Backoff::default(),
             client: ClientConfig {
@@ -208,10 +211,28 @@ impl Config {
         self
     }
 
-    /// Transfers in flight to one host (default 16).
+    /// The most transfers in flight to one host (default: as many as
+    /// [`Config::jobs`]). Each host's window starts small and grows to what
+    /// the host takes, up to this.
     pub fn per_host(mut self, n: usize) -> Self {
         self.per_host = n.max(1);
         self
+    }
+
+    /// Keeps each host's window at [`Config::per_host`] (16 if not set)
+    /// instead of adapting it: the behaviour before adaptive windows.
+    pub fn fixed_per_host(mut self, yes: bool) -> Self {
+        self.adaptive = !yes;
+        self
+    }
+
+    /// The per-host cap in force.
+    pub(crate) fn host_cap(&self) -> usize {
+        match (self.per_host, self.adaptive) {
+            (0, true) => self.jobs,
+            (0, false) => 16,
+            (n, _) => n,
+        }
     }
 
     /// Retries of a transient failure per item (default 5).

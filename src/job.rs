@@ -23,7 +23,7 @@ use crate::fetch::{self, Attempt, FetchError, Fetcher, Target};
 use crate::ledger::{Event, Ledger, LedgerError, Wiring};
 use crate::plan::{Item, Planner};
 use crate::report::{self, Outcome, Progress, ProgressMode, Recorder, ReportFiles, Status, Tally};
-use crate::schedule::{Backoff, Limits};
+use crate::schedule::{Backoff, Limits, Signal};
 use crate::source::{self, InputSpec};
 use crate::store::{Store, StoreError};
 
@@ -275,7 +275,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     let store = Store::open(&cfg.output)?;
     let recorder = Recorder::create(&cfg.reports, &cfg.keep_columns)?;
     let mut client_cfg = cfg.client.clone();
-    client_cfg.pool_per_host = cfg.per_host;
+    client_cfg.pool_per_host = cfg.host_cap();
     let client = crate::http::Client::new(&client_cfg)?;
 
     let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
@@ -303,7 +303,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
             portable: cfg.portable_files,
         },
         meta_url: cfg.meta_url.clone(),
-        limits: Limits::new(cfg.jobs, cfg.per_host),
+        limits: Limits::new(cfg.jobs, cfg.host_cap(), cfg.adaptive),
         backoff: cfg.backoff.clone(),
         retries: cfg.retries,
         stop: stop.clone(),
@@ -643,6 +643,38 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
             }
         };
         drop(permit);
+        // What the attempt says of the host's load, for its window.
+        let signal = match &result {
+            Ok(_) => Some((Signal::Clean(target.latency.take()), None)),
+            Err(FetchError::Status {
+                code: 429 | 503,
+                retry_after,
+            }) => {
+                out.throttled += 1;
+                Some((Signal::Overloaded, *retry_after))
+            }
+            Err(
+                FetchError::Timeout(_)
+                | FetchError::Network(_)
+                | FetchError::Truncated { .. }
+                | FetchError::Connect(_),
+            ) => Some((Signal::Overloaded, None)),
+            Err(_) => None,
+        };
+        if let Some((signal, retry_after)) = signal {
+            let moved = sh.limits.report(&host, signal, retry_after);
+            if let (true, Some((before, after))) = (sh.verbose, moved) {
+                if before != after {
+                    let paused = retry_after
+                        .map(|w| format!(", paused {:.1} s", w.as_secs_f64()))
+                        .unwrap_or_default();
+                    sh.reporter.on_message(
+                        report::Level::Note,
+                        &format!("{host}: {after} in flight at most (was {before}){paused}"),
+                    );
+                }
+            }
+        }
         match result {
             Err(e) if e.is_transient() && attempts <= sh.retries => {
                 let wait = sh.backoff.delay_after(attempts, &e);

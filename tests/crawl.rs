@@ -124,6 +124,17 @@ async fn crawl_follows_pages_into_titled_folders_within_scope() {
         assert!(!paths.contains(&never), "{never} was requested: {paths:?}");
     }
     assert_eq!(origin.requests("/static/a.jpg"), 1);
+    // Each image is asked for with the page that showed it as Referer.
+    let a = log.iter().find(|r| r.path == "/static/a.jpg").unwrap();
+    assert_eq!(
+        a.referer.as_deref(),
+        Some(origin.url("/static/p1.html").as_str())
+    );
+    let c = log.iter().find(|r| r.path == "/static/sub/c.jpg").unwrap();
+    assert_eq!(
+        c.referer.as_deref(),
+        Some(origin.url("/static/p2.html").as_str())
+    );
     assert_eq!(origin.requests("/robots.txt"), 1);
     // The manifest ties files to their pages and lists the pages.
     let m = s.manifest("r.jsonl");

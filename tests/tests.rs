@@ -10,6 +10,7 @@ mod dataset;
 mod first_contact;
 mod hostile;
 mod library;
+mod politeness;
 mod resume;
 mod safety;
 mod symlinks;

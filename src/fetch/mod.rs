@@ -65,6 +65,9 @@ pub struct Target {
     pub dest_fixed: bool,
     /// Bytes in the `.part` file that a request may resume from.
     pub part_len: u64,
+    /// Time from the request to the response head in the last attempt,
+    /// for the host's window.
+    pub latency: Option<Duration>,
     /// A partial was given up for a restart from zero: if the body then
     /// takes the in-memory path, the old `.part` is removed once it lands.
     pub stale_part: bool,
@@ -100,6 +103,7 @@ impl Target {
             dest_fixed: item.dest_fixed,
             part_len: item.part_len,
             stale_part: false,
+            latency: None,
             validators: item.validators,
             meta: None,
             note: None,
@@ -259,20 +263,29 @@ impl Fetcher {
                 _ => None,
             };
             let mut extra = Vec::new();
+            if let Some(page) = &target.page {
+                // Image hosts often refuse a file asked for without the page
+                // that shows it.
+                if let Ok(v) = HeaderValue::from_str(&page.url) {
+                    extra.push((reqwest::header::REFERER, v));
+                }
+            }
             if let Some(v) = &if_range {
                 let range = HeaderValue::from_str(&format!("bytes={}-", target.part_len));
                 // A validator that is no header value is not one to resume on.
                 if let (Ok(range), Ok(v)) = (range, HeaderValue::from_str(v)) {
-                    extra = vec![(RANGE, range), (IF_RANGE, v)];
+                    extra.extend([(RANGE, range), (IF_RANGE, v)]);
                 }
             }
             let deadline = self.rules.max_time.map(|t| tokio::time::Instant::now() + t);
+            let sent = std::time::Instant::now();
             let resp = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Err(FetchError::Interrupted),
                 () = sleep_until(deadline) => return Err(self.over_time()),
                 r = self.client.get(&target.url, &extra) => r?,
             };
+            target.latency = Some(sent.elapsed());
             let status = resp.status();
             let headers = resp.headers();
             let etag = header_str(headers, ETAG);

@@ -23,6 +23,10 @@ use serde::Serialize;
 use crate::source::table::{Format, Row, RowWriter};
 use crate::source::Origin;
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// How an item ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -74,6 +78,10 @@ pub struct Outcome {
     /// `timeout`…), or why an item was skipped (`exists`, `duplicate`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Times the host answered 429 or 503 to this item (it then waited, and
+    /// its host's window narrowed).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub throttled: u32,
     /// What happened to a partial file: resumed, or restarted and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -140,6 +148,7 @@ impl Outcome {
             recorded: false,
             permanent: false,
             duplicate: false,
+            throttled: 0,
         }
     }
 }

@@ -1,47 +1,77 @@
-//! When a transfer may run: the global and per-host limits on transfers in
-//! flight, and the wait before a retry.
+//! When a transfer may run: the global limit on transfers in flight, each
+//! host's window (see [`window`]: it finds the host's capacity and pauses
+//! the host on `Retry-After`), and the wait before a retry.
 //!
-//! A transfer takes its host's permit first and the global one second, so a
-//! busy host's backlog waits on its own semaphore without holding global
-//! slots that other hosts could use. Permits are released while a transfer
-//! sleeps before a retry. Per-host semaphores are dropped as soon as no
-//! transfer holds or awaits them, so a list touching a million hosts does not
-//! keep a million semaphores.
+//! A transfer takes its host's slot first and the global one second, so a
+//! busy host's backlog waits on its own window without holding global slots
+//! that other hosts could use. Slots are released while a transfer sleeps
+//! before a retry. A host's state is dropped as soon as no transfer holds
+//! or awaits it, so a list touching a million hosts does not keep a million
+//! windows.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 pub mod robots;
+pub mod window;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// Global and per-host limits on transfers in flight.
+pub use window::Signal;
+use window::Window;
+
+/// One host's window and what is in flight against it.
+#[derive(Debug)]
+struct HostState {
+    window: Window,
+    in_flight: usize,
+    /// Asked by `Retry-After`: no new transfer to the host before then.
+    paused_until: Option<tokio::time::Instant>,
+}
+
+#[derive(Debug)]
+struct Host {
+    state: Mutex<HostState>,
+    /// Wakes a waiter when a slot frees or the window grows.
+    wake: Notify,
+}
+
+impl Host {
+    fn lock(&self) -> MutexGuard<'_, HostState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type Hosts = Arc<Mutex<HashMap<String, Arc<Host>>>>;
+
+/// The global limit and every host's window.
 pub struct Limits {
     global: Arc<Semaphore>,
     per_host: usize,
-    hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    adaptive: bool,
+    hosts: Hosts,
 }
 
 /// Permission to run one transfer; released on drop.
 #[derive(Debug)]
 pub struct Permit {
     global: Option<OwnedSemaphorePermit>,
-    host: Option<OwnedSemaphorePermit>,
+    host: Option<Arc<Host>>,
     key: String,
-    hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    hosts: Hosts,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         self.global.take();
-        if let Some(permit) = self.host.take() {
-            let sem = permit.semaphore().clone();
-            drop(permit);
+        if let Some(host) = self.host.take() {
+            host.lock().in_flight -= 1;
+            host.wake.notify_one();
             let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-            // Two references left (the map's and `sem`) means nobody holds
-            // or awaits this host's semaphore.
-            if Arc::strong_count(&sem) == 2 {
+            // Two references left (the map's and this one) means nobody
+            // holds or awaits this host.
+            if Arc::strong_count(&host) == 2 {
                 hosts.remove(&self.key);
             }
         }
@@ -49,37 +79,111 @@ impl Drop for Permit {
 }
 
 impl Limits {
-    /// `jobs` transfers in flight overall, `per_host` to any one host.
-    pub fn new(jobs: usize, per_host: usize) -> Self {
+    /// `jobs` transfers in flight overall; each host's window starts small
+    /// and finds its capacity up to `per_host`, or stays at `per_host`
+    /// when not `adaptive`.
+    pub fn new(jobs: usize, per_host: usize, adaptive: bool) -> Self {
         Self {
             global: Arc::new(Semaphore::new(jobs.max(1))),
             per_host: per_host.max(1),
+            adaptive,
             hosts: Arc::default(),
         }
     }
 
-    /// Waits for a slot on `host` and then a global slot.
-    pub async fn acquire(&self, host: &str) -> Permit {
-        let sem = {
-            let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-            hosts
-                .entry(host.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
-                .clone()
-        };
+    fn host(&self, key: &str) -> Arc<Host> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                Arc::new(Host {
+                    state: Mutex::new(HostState {
+                        window: Window::new(self.per_host, self.adaptive),
+                        in_flight: 0,
+                        paused_until: None,
+                    }),
+                    wake: Notify::new(),
+                })
+            })
+            .clone()
+    }
+
+    /// Waits for a slot in `host`'s window (and its pause, if any) and then
+    /// a global slot.
+    pub async fn acquire(&self, key: &str) -> Permit {
+        let host = self.host(key);
         let mut permit = Permit {
             global: None,
             host: None,
-            key: host.to_string(),
+            key: key.to_string(),
             hosts: self.hosts.clone(),
         };
-        // The semaphores are never closed, so acquire cannot fail.
-        permit.host = sem.acquire_owned().await.ok();
+        loop {
+            let paused = {
+                let mut st = host.lock();
+                match st.paused_until {
+                    Some(until) if until > tokio::time::Instant::now() => Some(until),
+                    _ if st.in_flight < st.window.allowed() => {
+                        st.in_flight += 1;
+                        if st.in_flight < st.window.allowed() {
+                            // Room for more: pass the wake on, since several
+                            // frees may have left a single stored wake.
+                            host.wake.notify_one();
+                        }
+                        break;
+                    }
+                    _ => None,
+                }
+            };
+            match paused {
+                Some(until) => tokio::time::sleep_until(until).await,
+                // A freed slot or a grown window wakes one waiter (a wake
+                // with nobody waiting is kept for the next).
+                None => host.wake.notified().await,
+            }
+        }
+        permit.host = Some(host);
+        // The semaphore is never closed, so acquire cannot fail.
         permit.global = self.global.clone().acquire_owned().await.ok();
         permit
     }
 
-    /// Hosts with a live semaphore.
+    /// Tells `host`'s window how an attempt went; `retry_after` pauses the
+    /// whole host. Returns the window before and after.
+    pub fn report(
+        &self,
+        key: &str,
+        signal: Signal,
+        retry_after: Option<Duration>,
+    ) -> Option<(usize, usize)> {
+        let host = {
+            let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            hosts.get(key)?.clone()
+        };
+        let (before, after) = {
+            let mut st = host.lock();
+            let before = st.window.allowed();
+            st.window.update(signal, std::time::Instant::now());
+            if let Some(wait) = retry_after.filter(|w| !w.is_zero()) {
+                let until = tokio::time::Instant::now() + wait;
+                st.paused_until = Some(st.paused_until.map_or(until, |u| u.max(until)));
+            }
+            (before, st.window.allowed())
+        };
+        for _ in before..after {
+            host.wake.notify_one();
+        }
+        Some((before, after))
+    }
+
+    /// `host`'s window now, if the host is tracked.
+    #[cfg(test)]
+    pub fn window(&self, key: &str) -> Option<usize> {
+        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.get(key).map(|h| h.lock().window.allowed())
+    }
+
+    /// Hosts tracked.
     #[cfg(test)]
     pub fn hosts_tracked(&self) -> usize {
         self.hosts.lock().map(|h| h.len()).unwrap_or(0)
@@ -227,8 +331,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn retry_after_pauses_the_host_and_overload_narrows_its_window() {
+        let limits = Arc::new(Limits::new(64, 64, true));
+        let first = limits.acquire("h").await;
+        assert_eq!(limits.window("h"), Some(window::START as usize));
+        // A 429 with Retry-After: 5 s, and the window halves.
+        limits.report("h", Signal::Overloaded, Some(Duration::from_secs(5)));
+        assert_eq!(limits.window("h"), Some(2));
+        let started = tokio::time::Instant::now();
+        let second = limits.acquire("h").await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "the host was paused"
+        );
+        // Another host is not held up by it.
+        let other = tokio::time::Instant::now();
+        let _o = limits.acquire("other").await;
+        assert_eq!(other.elapsed(), Duration::ZERO);
+        // The window (2) is full: a third waits for a slot to free.
+        let waiter = {
+            let limits = limits.clone();
+            tokio::spawn(async move { limits.acquire("h").await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiter.is_finished());
+        drop(first);
+        let _third = waiter.await.unwrap();
+        drop(second);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn per_host_limit_holds_and_hosts_are_forgotten() {
-        let limits = Arc::new(Limits::new(8, 2));
+        let limits = Arc::new(Limits::new(8, 2, false));
         let a1 = limits.acquire("a").await;
         let _a2 = limits.acquire("a").await;
         let l2 = limits.clone();

@@ -100,6 +100,15 @@ pub struct Config {
     pub port: u16,
     /// Directory served under `/static/` (None: that route is a 404).
     pub static_root: Option<std::path::PathBuf>,
+    /// Requests in flight the origin takes at most: above this it answers
+    /// `429 Too Many Requests` with `Retry-After: throttle_retry_after`
+    /// seconds, as a rate-limited server does.
+    pub max_in_flight: Option<u64>,
+    /// The `Retry-After` of those 429s, in seconds (0: none sent).
+    pub throttle_retry_after: u64,
+    /// Latency added per request already in flight, on top of `latency`: a
+    /// server that slows down as load rises.
+    pub latency_per_in_flight: Duration,
 }
 
 impl Default for Config {
@@ -116,6 +125,9 @@ impl Default for Config {
             log_requests: true,
             port: 0,
             static_root: None,
+            max_in_flight: None,
+            throttle_retry_after: 1,
+            latency_per_in_flight: Duration::ZERO,
         }
     }
 }

@@ -103,7 +103,25 @@ pub(crate) fn respond(
     let host = host_of(req);
     let in_flight = InFlight::enter(counters, &conn.hosts, host);
 
-    let mut reply = route(shared, conn, req);
+    let over = shared
+        .config
+        .max_in_flight
+        .is_some_and(|k| counters.in_flight_now() > k);
+    let mut reply = if over {
+        let mut r = Reply::text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "haul-origin: too many requests\n",
+        );
+        if shared.config.throttle_retry_after > 0 {
+            let secs = shared.config.throttle_retry_after.to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                r.headers.insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    } else {
+        route(shared, conn, req)
+    };
     if req.method() == Method::HEAD {
         reply.strip_body();
     }
@@ -154,6 +172,7 @@ fn log_entry(req: &Request<Incoming>, host: &str, status: StatusCode) -> LoggedR
         authorization: header(header::AUTHORIZATION),
         cookie: header(header::COOKIE),
         user_agent: header(header::USER_AGENT),
+        referer: header(header::REFERER),
         status: status.as_u16(),
     }
 }

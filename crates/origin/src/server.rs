@@ -240,7 +240,9 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, builder: Arc<auto::Builde
     let io = TokioIo::new(ResettableIo::new(stream, conn.reset.clone()));
     let service = service_fn(move |req| {
         let response = routes::respond(&shared, &conn, &req);
-        let latency = shared.config.latency;
+        let loaded = shared.config.latency_per_in_flight
+            * u32::try_from(shared.counters.in_flight_now().saturating_sub(1)).unwrap_or(u32::MAX);
+        let latency = shared.config.latency + loaded;
         async move {
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;

@@ -56,6 +56,8 @@ pub struct LoggedRequest {
     pub cookie: Option<String>,
     /// `User-Agent` header, if sent.
     pub user_agent: Option<String>,
+    /// `Referer` header, if sent.
+    pub referer: Option<String>,
     /// Status of the response (200 or 206 for an injected reset).
     pub status: u16,
 }
@@ -115,6 +117,11 @@ impl Default for Counters {
 }
 
 impl Counters {
+    /// Requests in flight now.
+    pub(crate) fn in_flight_now(&self) -> u64 {
+        self.in_flight.current.load(Relaxed)
+    }
+
     pub(crate) fn count_status(&self, status: u16) {
         if let Some(slot) = self.by_status.get(usize::from(status)) {
             slot.fetch_add(1, Relaxed);

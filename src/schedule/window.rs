@@ -1,0 +1,252 @@
+//! How many transfers one host gets at once: a window that finds the host's
+//! capacity instead of a number the user must guess.
+//!
+//! The scheme is TCP's, AIMD with slow start, plus a latency guard:
+//! - a host starts at [`START`] transfers in flight;
+//! - in slow start every clean response adds one (the window doubles per
+//!   round trip) until the first sign of trouble or the cap;
+//! - after that, every clean response adds `1/window` (one per round trip);
+//! - a 429, a 503, a timeout or a broken connection halves the window, at
+//!   most once per round trip (a burst of 429s from one overload is one
+//!   signal, not ten), and ends slow start;
+//! - a response much slower than the fastest seen (more than
+//!   [`LATENCY_SLACK`] times the minimum plus [`LATENCY_FLOOR`]) means
+//!   requests are queueing at the server: the window stops growing and
+//!   gives back `1/window`, so it settles near the knee rather than at the
+//!   cap;
+//! - the window an overload happened at is remembered as the host's
+//!   ceiling: growth stops just below it, and goes past it again only after
+//!   [`PROBE_AFTER`] (doubled each time the probe overloads again), so a
+//!   host that allows K in flight is held at K rather than pushed to K+1
+//!   and its 429 every few responses;
+//! - a `Retry-After` pauses the whole host until then: new transfers to it
+//!   wait; the ones in flight carry on.
+//!
+//! Why AIMD rather than a latency-gradient controller alone (Vegas,
+//! Netflix's Gradient): the signal servers actually send when overloaded is
+//! 429/503, and AIMD reacts to it at once and is stable with many clients;
+//! the latency guard adds the gradient idea for servers that slow down
+//! instead of refusing. The window never goes below 1 or above the cap
+//! (`--per-host`).
+
+use std::time::{Duration, Instant};
+
+/// The window a host starts with.
+pub const START: f64 = 4.0;
+/// Latency above this multiple of the host's fastest response counts as
+/// queueing.
+pub const LATENCY_SLACK: f64 = 2.0;
+/// ... plus this much, so a fast host's jitter is not read as queueing.
+pub const LATENCY_FLOOR: Duration = Duration::from_millis(20);
+/// How long a host's ceiling holds before the window probes past it.
+pub const PROBE_AFTER: Duration = Duration::from_secs(10);
+
+/// What a finished attempt says about its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// A response came back without sign of overload, its head after
+    /// `latency` (`None`: no measure, e.g. a 404 from a cache).
+    Clean(Option<Duration>),
+    /// The host is overloaded: 429, 503, a timeout, a broken connection.
+    Overloaded,
+}
+
+/// One host's window.
+#[derive(Debug, Clone)]
+pub struct Window {
+    size: f64,
+    cap: f64,
+    slow_start: bool,
+    fastest: Option<Duration>,
+    last_cut: Option<Instant>,
+    /// The window an overload happened at, since when, and how long it
+    /// holds.
+    ceiling: Option<(f64, Instant, Duration)>,
+    adaptive: bool,
+}
+
+impl Window {
+    /// A window for a new host, at most `cap`; fixed at `cap` when not
+    /// `adaptive` (`--fixed`).
+    pub fn new(cap: usize, adaptive: bool) -> Self {
+        let cap = cap.max(1) as f64;
+        Self {
+            size: if adaptive { START.min(cap) } else { cap },
+            cap,
+            slow_start: true,
+            fastest: None,
+            last_cut: None,
+            ceiling: None,
+            adaptive,
+        }
+    }
+
+    /// Transfers allowed in flight now.
+    pub fn allowed(&self) -> usize {
+        self.size.floor().max(1.0) as usize
+    }
+
+    /// Takes in what an attempt said; `now` is when it ended.
+    pub fn update(&mut self, signal: Signal, now: Instant) {
+        if !self.adaptive {
+            return;
+        }
+        match signal {
+            Signal::Overloaded => {
+                // Once per round trip: the responses of one overload come
+                // back together.
+                let rtt = self.fastest.unwrap_or(Duration::from_millis(100));
+                if self.last_cut.is_some_and(|t| now.duration_since(t) < rtt) {
+                    return;
+                }
+                self.last_cut = Some(now);
+                self.slow_start = false;
+                // The same ceiling again: the probe past it failed, so wait
+                // longer before the next one.
+                let hold = match self.ceiling {
+                    Some((c, _, hold)) if self.size.floor() >= c.floor() => hold * 2,
+                    _ => PROBE_AFTER,
+                };
+                self.ceiling = Some((self.size.floor(), now, hold));
+                self.size = (self.size / 2.0).max(1.0);
+            }
+            Signal::Clean(latency) => {
+                if let Some(l) = latency {
+                    let fastest = self.fastest.map_or(l, |f| f.min(l));
+                    self.fastest = Some(fastest);
+                    let limit = fastest.mul_f64(LATENCY_SLACK) + LATENCY_FLOOR;
+                    if l > limit {
+                        // Queueing at the server: stop growing, ease off.
+                        self.slow_start = false;
+                        self.size = (self.size - 1.0 / self.size).max(1.0);
+                        return;
+                    }
+                }
+                let step = if self.slow_start {
+                    1.0
+                } else {
+                    1.0 / self.size
+                };
+                let mut limit = self.cap;
+                if let Some((ceiling, since, hold)) = self.ceiling {
+                    if now.duration_since(since) < hold {
+                        limit = limit.min((ceiling - 1.0).max(1.0) + 0.999);
+                    }
+                }
+                self.size = (self.size + step).min(limit).max(self.size.min(limit));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_healthy_host_doubles_to_the_cap() {
+        let mut w = Window::new(64, true);
+        let t = Instant::now();
+        assert_eq!(w.allowed(), 4);
+        // One round trip's worth of clean responses doubles the window.
+        for _ in 0..4 {
+            w.update(Signal::Clean(Some(50 * MS)), t);
+        }
+        assert_eq!(w.allowed(), 8);
+        for _ in 0..100 {
+            w.update(Signal::Clean(Some(50 * MS)), t);
+        }
+        assert_eq!(w.allowed(), 64, "capped at --per-host");
+    }
+
+    #[test]
+    fn overload_halves_once_per_round_trip_then_grows_by_one() {
+        let mut w = Window::new(64, true);
+        let t = Instant::now();
+        for _ in 0..28 {
+            w.update(Signal::Clean(Some(50 * MS)), t);
+        }
+        assert_eq!(w.allowed(), 32);
+        w.update(Signal::Overloaded, t);
+        assert_eq!(w.allowed(), 16);
+        // The rest of the same burst is the same signal.
+        w.update(Signal::Overloaded, t + 10 * MS);
+        assert_eq!(w.allowed(), 16);
+        // A round trip later it counts again.
+        w.update(Signal::Overloaded, t + 60 * MS);
+        assert_eq!(w.allowed(), 8);
+        // Congestion avoidance: about a window's worth of clean responses
+        // adds one.
+        for _ in 0..9 {
+            w.update(Signal::Clean(Some(50 * MS)), t + 100 * MS);
+        }
+        assert_eq!(w.allowed(), 9);
+        for _ in 0..20 {
+            w.update(Signal::Overloaded, t + 1000 * MS * 20);
+        }
+        assert!(w.allowed() >= 1);
+    }
+
+    #[test]
+    fn a_host_that_takes_k_is_held_at_k_and_probed_rarely() {
+        let mut w = Window::new(64, true);
+        let t = Instant::now();
+        w.update(Signal::Clean(Some(MS)), t);
+        assert_eq!(w.allowed(), 5);
+        // The host allows 4: the fifth in flight gets a 429.
+        w.update(Signal::Overloaded, t);
+        assert_eq!(w.allowed(), 2);
+        for _ in 0..100 {
+            w.update(Signal::Clean(Some(MS)), t + 10 * MS);
+        }
+        assert_eq!(w.allowed(), 4, "held just below where it overloaded");
+        // Past the hold, it probes once more; a second overload there
+        // doubles the hold.
+        // Past the hold it probes: the fifth goes out, and is refused.
+        let mut steps = 0;
+        while w.allowed() < 5 && steps < 10 {
+            w.update(Signal::Clean(Some(MS)), t + PROBE_AFTER + MS);
+            steps += 1;
+        }
+        assert_eq!(w.allowed(), 5, "past the hold it probes");
+        let again = t + PROBE_AFTER + 2 * MS;
+        w.update(Signal::Overloaded, again);
+        for _ in 0..100 {
+            w.update(Signal::Clean(Some(MS)), again + PROBE_AFTER + MS);
+        }
+        assert_eq!(w.allowed(), 4, "the second hold is longer");
+        for _ in 0..10 {
+            w.update(Signal::Clean(Some(MS)), again + 2 * PROBE_AFTER + MS);
+        }
+        assert!(w.allowed() > 4, "then it probes again");
+    }
+
+    #[test]
+    fn rising_latency_stops_the_growth() {
+        let mut w = Window::new(64, true);
+        let t = Instant::now();
+        w.update(Signal::Clean(Some(20 * MS)), t);
+        let before = w.allowed();
+        // Three times the fastest, past the slack: queueing.
+        for _ in 0..50 {
+            w.update(Signal::Clean(Some(90 * MS)), t);
+        }
+        assert!(w.allowed() <= before, "{} > {before}", w.allowed());
+        // Back to fast: growth resumes, one per round trip.
+        for _ in 0..50 {
+            w.update(Signal::Clean(Some(21 * MS)), t);
+        }
+        assert!(w.allowed() > before);
+    }
+
+    #[test]
+    fn a_fixed_window_never_moves() {
+        let mut w = Window::new(16, false);
+        let t = Instant::now();
+        w.update(Signal::Overloaded, t);
+        w.update(Signal::Clean(Some(10 * MS)), t);
+        assert_eq!(w.allowed(), 16);
+    }
+}

@@ -1,0 +1,101 @@
+//! Per-host windows that find each server's capacity: a host that takes K
+//! in flight and refuses the rest with 429, and a healthy host that should
+//! get everything `-j` allows.
+
+use haul_origin::{expected, Config, Origin};
+
+use crate::util::{assert_exit, read, Scratch};
+
+fn routes(n: usize, prefix: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("/file/{prefix}{i}.bin?size=2048"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_takes_four_gets_four_and_every_file_arrives() {
+    let origin = Origin::start(Config {
+        latency: std::time::Duration::from_millis(20),
+        max_in_flight: Some(4),
+        // No Retry-After: the window alone has to find the limit.
+        throttle_retry_after: 0,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    let routes = routes(300, "t");
+    let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
+    let list = s.list("urls.txt", &urls);
+    let o = s.fetch(&list, &["-j", "64", "-v"]).await;
+    assert_exit(&o, 0);
+    for r in &routes {
+        let name = r.trim_start_matches("/file/").split('?').next().unwrap();
+        assert_eq!(read(s.out().join(name)), expected(r), "{name}");
+    }
+    let stats = origin.stats();
+    let refused = stats.requests - 300;
+    println!("K=4: {refused} of {} requests refused", stats.requests);
+    // The window settles at what the host takes: few requests refused.
+    assert!(
+        refused * 100 < stats.requests * 10,
+        "{refused} of {} refused",
+        stats.requests
+    );
+    let err = crate::util::stderr(&o);
+    assert!(
+        err.contains("in flight at most (was"),
+        "-v shows the window move: {err}"
+    );
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_pauses_the_whole_host() {
+    let origin = Origin::start(Config {
+        max_in_flight: Some(2),
+        throttle_retry_after: 1,
+        latency: std::time::Duration::from_millis(20),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    let routes = routes(40, "p");
+    let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
+    let list = s.list("urls.txt", &urls);
+    let o = s.fetch(&list, &[]).await;
+    assert_exit(&o, 0);
+    assert_eq!(s.out_files().len(), 40);
+    let refused = origin.stats().requests - 40;
+    println!("Retry-After: {refused} refused");
+    // Without the host-wide pause, every waiting item would keep asking
+    // during the second the server asked for.
+    assert!(refused <= 8, "{refused} requests refused");
+    let m = s.manifest("r.jsonl");
+    let throttled: u64 = m.iter().filter_map(|l| l["throttled"].as_u64()).sum();
+    assert_eq!(throttled, refused, "the manifest counts each item's 429s");
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_host_gets_what_jobs_allows() {
+    let origin = Origin::start(Config {
+        latency: std::time::Duration::from_millis(30),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    let routes = routes(400, "h");
+    let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
+    let list = s.list("urls.txt", &urls);
+    let o = s.fetch(&list, &["-j", "48"]).await;
+    assert_exit(&o, 0);
+    let stats = origin.stats();
+    println!("healthy: max in flight {}", stats.max_in_flight);
+    // The window grows past the old fixed 16 to what -j allows.
+    assert!(stats.max_in_flight > 16, "{stats:?}");
+    assert!(stats.max_in_flight <= 48, "{stats:?}");
+    origin.stop().await;
+}
