@@ -456,10 +456,8 @@ def command(tool, w):
     it at its best, with BENCH_JOBS transfers in flight to the one host."""
     jobs = str(SETTINGS["BENCH_JOBS"])
     if tool == "haul":
-        # Every workload has a single host: raise haul's per-host default (16)
-        # to the same 64 in flight the peers get.
-        return [str(HAUL), "-i", str(w.urls_file), "-o", str(DL), "-j", jobs,
-                "--per-host", jobs, "-q"]
+        # haul's defaults: each host's window adapts up to -j.
+        return [str(HAUL), "-i", str(w.urls_file), "-o", str(DL), "-j", jobs, "-q"]
     if tool == "aria2c":
         return ["aria2c", "-i", str(w.urls_file), "-d", str(DL), "-j", jobs,
                 "--max-connection-per-server=1", "--split=1",

@@ -337,7 +337,10 @@ mod tests {
         assert_eq!(limits.window("h"), Some(window::START as usize));
         // A 429 with Retry-After: 5 s, and the window halves.
         limits.report("h", Signal::Overloaded, Some(Duration::from_secs(5)));
-        assert_eq!(limits.window("h"), Some(2));
+        assert_eq!(limits.window("h"), Some(8));
+        // (Later in the same round trip, the same overload.)
+        limits.report("h", Signal::Overloaded, None);
+        assert_eq!(limits.window("h"), Some(8));
         let started = tokio::time::Instant::now();
         let second = limits.acquire("h").await;
         assert_eq!(
@@ -349,7 +352,11 @@ mod tests {
         let other = tokio::time::Instant::now();
         let _o = limits.acquire("other").await;
         assert_eq!(other.elapsed(), Duration::ZERO);
-        // The window (2) is full: a third waits for a slot to free.
+        // A full window makes the next one wait for a slot to free.
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            held.push(limits.acquire("h").await);
+        }
         let waiter = {
             let limits = limits.clone();
             tokio::spawn(async move { limits.acquire("h").await })
@@ -357,8 +364,9 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiter.is_finished());
         drop(first);
-        let _third = waiter.await.unwrap();
+        let _ninth = waiter.await.unwrap();
         drop(second);
+        drop(held);
     }
 
     #[tokio::test(start_paused = true)]

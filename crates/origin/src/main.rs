@@ -18,6 +18,7 @@ use haul_origin::{body_for, Config, Origin};
 
 const USAGE: &str = "\
 usage: haul-origin [--port P] [--latency-ms N] [--error-rate F] [--reset-rate F] [--size N]
+                   [--max-in-flight K] [--throttle-retry-after S] [--latency-per-in-flight-ms N]
                    [--print-first-request]
        haul-origin verify [--size N] DIR LIST
   verify: LIST has one `PATH_AND_QUERY<TAB>FILENAME` line per download; each
@@ -155,6 +156,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
                 config.reset_rate = rate(&value).ok_or_else(|| bad("a number from 0 to 1"))?
             }
             "--size" => config.default_size = value.parse().map_err(|_| bad("a size in bytes"))?,
+            "--max-in-flight" => {
+                config.max_in_flight = Some(value.parse().map_err(|_| bad("a count"))?);
+            }
+            "--throttle-retry-after" => {
+                config.throttle_retry_after = value.parse().map_err(|_| bad("seconds"))?;
+            }
+            "--latency-per-in-flight-ms" => {
+                config.latency_per_in_flight =
+                    Duration::from_millis(value.parse().map_err(|_| bad("milliseconds"))?);
+            }
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
