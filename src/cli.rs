@@ -197,6 +197,15 @@ pub struct Args {
     #[arg(long)]
     pub fixed: bool,
 
+    /// Limit the request rate: 10/s (or /m, /h) for the whole job, or
+    /// host=example.com:2/s for one host. Repeatable.
+    #[arg(long, value_name = "RATE")]
+    pub rate: Vec<String>,
+
+    /// Seconds to wait between two requests to any one host (as wget).
+    #[arg(short = 'w', long, value_name = "S")]
+    pub wait: Option<f64>,
+
     /// Retries of a transient failure (connect error, reset, timeout,
     /// truncated body, 5xx, 408, 429) per item.
     #[arg(long, value_name = "N", default_value_t = 5)]
@@ -532,6 +541,12 @@ impl Args {
             .portable_files(self.portable_files);
         if let Some(n) = self.per_host {
             cfg = cfg.per_host(n as usize);
+        }
+        for r in &self.rate {
+            cfg = cfg.rate(r)?;
+        }
+        if let Some(w) = self.wait {
+            cfg = cfg.wait(Some(seconds("--wait", w)?));
         }
         for raw in &self.headers {
             cfg = cfg.header(raw)?;

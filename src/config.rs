@@ -35,6 +35,10 @@ pub struct Config {
     pub(crate) per_host: usize,
     /// Each host's window adapts to it (otherwise fixed at `per_host`).
     pub(crate) adaptive: bool,
+    /// Request rates (`--rate`).
+    pub(crate) rates: Vec<crate::schedule::rate::Rate>,
+    /// A pause between two requests to one host (`--wait`).
+    pub(crate) wait: Option<Duration>,
     /// Retries of a transient failure per item.
     pub(crate) retries: u32,
     /// Retry timing.
@@ -112,6 +116,8 @@ impl Config {
             jobs: 64,
             per_host: 0,
             adaptive: true,
+            rates: Vec::new(),
+            wait: None,
             retries: 5,
             backoff: Backoff::default(),
             client: ClientConfig {
@@ -192,6 +198,9 @@ pub enum ConfigError {
     /// The trusted certificates are not PEM certificates.
     #[error("{0} (expected PEM certificates, -----BEGIN CERTIFICATE-----)")]
     Certificates(String),
+    /// A `--rate` that is not `N/s`, `N/m`, `N/h` or `host=NAME:N/s`.
+    #[error("bad --rate {0:?}: expected e.g. 10/s, 100/m or host=example.com:2/s")]
+    Rate(String),
     /// `{meta.…}` in the name template with no `--meta-url` to fill it.
     #[error("--name uses {0}, but there is no --meta-url to fetch it from")]
     MetaWithoutMetaUrl(String),
@@ -223,6 +232,22 @@ impl Config {
     /// instead of adapting it: the behaviour before adaptive windows.
     pub fn fixed_per_host(mut self, yes: bool) -> Self {
         self.adaptive = !yes;
+        self
+    }
+
+    /// Limits the request rate: `10/s` (or `/m`, `/h`) for the whole job,
+    /// `host=example.com:2/s` for one host. Repeatable.
+    pub fn rate(mut self, spec: &str) -> Result<Self, ConfigError> {
+        let rate = crate::schedule::rate::Rate::parse(spec)
+            .ok_or_else(|| ConfigError::Rate(spec.to_string()))?;
+        self.rates.push(rate);
+        Ok(self)
+    }
+
+    /// Waits this long between two requests to any one host (wget's
+    /// `--wait`).
+    pub fn wait(mut self, wait: Option<Duration>) -> Self {
+        self.wait = wait;
         self
     }
 

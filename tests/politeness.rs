@@ -106,3 +106,33 @@ async fn a_healthy_host_gets_what_jobs_allows() {
     assert!(stats.max_in_flight <= 48, "{stats:?}");
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rates_and_waits_are_kept_and_bad_ones_refused() {
+    let origin = Origin::start(Config::default()).await.unwrap();
+    let s = Scratch::new();
+    let routes = routes(6, "r");
+    let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
+    let list = s.list("urls.txt", &urls);
+    let o = s
+        .fetch(
+            &list,
+            &[
+                "--rate",
+                "50/s",
+                "--rate",
+                "host=127.0.0.1:20/s",
+                "--wait",
+                "0.2",
+            ],
+        )
+        .await;
+    assert_exit(&o, 0);
+    assert_eq!(s.out_files().len(), 6);
+    // --wait spaces the starts 0.2 s apart: no two overlap.
+    assert_eq!(origin.stats().max_in_flight, 1);
+    let o = crate::util::run(&["http://127.0.0.1:9/x", "--rate", "fast"]).await;
+    assert_exit(&o, 2);
+    assert!(crate::util::stderr(&o).contains("bad --rate \"fast\""));
+    origin.stop().await;
+}

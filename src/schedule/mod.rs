@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+pub mod rate;
 pub mod robots;
 pub mod window;
 
@@ -51,6 +52,7 @@ pub struct Limits {
     per_host: usize,
     adaptive: bool,
     hosts: Hosts,
+    rates: rate::Rates,
 }
 
 /// Permission to run one transfer; released on drop.
@@ -88,7 +90,14 @@ impl Limits {
             per_host: per_host.max(1),
             adaptive,
             hosts: Arc::default(),
+            rates: rate::Rates::default(),
         }
+    }
+
+    /// Paces requests by these rates (`--rate`, `--wait`) as well.
+    pub fn with_rates(mut self, rates: rate::Rates) -> Self {
+        self.rates = rates;
+        self
     }
 
     fn host(&self, key: &str) -> Arc<Host> {
@@ -143,6 +152,11 @@ impl Limits {
             }
         }
         permit.host = Some(host);
+        if self.rates.any() {
+            // Before the global slot: a host waiting on its rate must not
+            // hold a slot that another host could use.
+            self.rates.pace(key).await;
+        }
         // The semaphore is never closed, so acquire cannot fail.
         permit.global = self.global.clone().acquire_owned().await.ok();
         permit
