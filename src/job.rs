@@ -614,8 +614,10 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
                 _ = sh.stop.cancelled() => break Err(FetchError::Interrupted),
                 a = robots.admit(&target.url) => a,
             };
-            if let Err(d) = admitted {
-                break Err(FetchError::Disallowed(d.0));
+            match admitted {
+                Err(d) => break Err(FetchError::Disallowed(d.0)),
+                Ok(Some(delay)) => sh.limits.crawl_delay(&host, delay),
+                Ok(None) => {}
             }
         }
         let mut permit = Some(tokio::select! {

@@ -212,3 +212,47 @@ async fn lazy_and_srcset_attributes_pick_the_real_image() {
     assert_eq!(origin.requests("/static/small.jpg"), 0);
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crawl_delay_spaces_every_request_to_the_site() {
+    let site = tempfile::tempdir().unwrap();
+    let origin = Origin::start(Config {
+        static_root: Some(site.path().to_path_buf()),
+        // Slow enough that images sent together would overlap.
+        latency: std::time::Duration::from_millis(100),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    std::fs::write(
+        site.path().join("robots.txt"),
+        "User-agent: *\nCrawl-delay: 0.2\n",
+    )
+    .unwrap();
+    let imgs: String = (0..4).map(|i| format!(r#"<img src="i{i}.jpg">"#)).collect();
+    std::fs::write(
+        site.path().join("g.html"),
+        format!("<html><head><title>G</title></head><body>{imgs}</body></html>"),
+    )
+    .unwrap();
+    for i in 0..4 {
+        std::fs::write(site.path().join(format!("i{i}.jpg")), b"jpg").unwrap();
+    }
+    let s = Scratch::new();
+    let out = s.out();
+    let o = run(&[
+        "crawl",
+        &origin.url("/static/g.html"),
+        "-o",
+        out.to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_exit(&o, 0);
+    assert_eq!(s.out_files().len(), 4);
+    // The page and its four images went one at a time, 0.2 s apart, though
+    // the window would have let all four images go at once.
+    assert_eq!(origin.stats().max_in_flight, 1);
+    origin.stop().await;
+}

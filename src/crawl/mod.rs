@@ -15,9 +15,10 @@
 //! * [`Robots`] answers whether a path may be fetched and how long to wait
 //!   between requests, per RFC 9309.
 //!
-//! One part is not pure: [`scope`] holds the crawl's scope (hosts, include
-//! and exclude patterns) and the async cache that fetches each site's
-//! robots.txt once and spaces requests by its crawl-delay.
+//! [`scope`] holds the crawl's scope (hosts, include and exclude patterns).
+//! Fetching each site's robots.txt, and spacing requests by its
+//! crawl-delay, is the schedule's (`schedule::robots`, `schedule::rate`):
+//! everything here is pure.
 
 pub mod extract;
 pub mod robots;

@@ -94,6 +94,11 @@ impl Limits {
         }
     }
 
+    /// Spaces requests to `key` by a robots.txt `Crawl-delay`.
+    pub fn crawl_delay(&self, key: &str, delay: Duration) {
+        self.rates.crawl_delay(key, delay);
+    }
+
     /// Paces requests by these rates (`--rate`, `--wait`) as well.
     pub fn with_rates(mut self, rates: rate::Rates) -> Self {
         self.rates = rates;

@@ -1,11 +1,14 @@
 //! Request rates: `--rate 10/s` for the whole job, `--rate
 //! host=example.com:2/s` for one host, `--wait 1.5` between two requests to
-//! any one host (as wget's `--wait`). GCRA limiters from governor, each
+//! any one host (as wget's `--wait`), and a site's robots.txt
+//! `Crawl-delay`, learnt as the crawl reads it. GCRA limiters from governor, each
 //! smooth (a burst of one), so requests are spaced rather than bunched at
 //! the start of each second; the waits are slept on tokio's timer.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -57,6 +60,9 @@ pub struct Rates {
     overall: Option<DefaultDirectRateLimiter>,
     hosts: HashMap<String, DefaultDirectRateLimiter>,
     every_host: Option<DefaultKeyedRateLimiter<String>>,
+    /// Crawl-delays by `host:port`, as robots.txt files are read.
+    delays: Mutex<HashMap<String, DefaultDirectRateLimiter>>,
+    has_delays: AtomicBool,
 }
 
 impl Rates {
@@ -81,7 +87,23 @@ impl Rates {
 
     /// Whether any limiter is set (the common case is none: no cost then).
     pub fn any(&self) -> bool {
-        self.overall.is_some() || !self.hosts.is_empty() || self.every_host.is_some()
+        self.overall.is_some()
+            || !self.hosts.is_empty()
+            || self.every_host.is_some()
+            || self.has_delays.load(Relaxed)
+    }
+
+    /// Spaces requests to `key` (`host:port`) by `delay` from now on (a
+    /// robots.txt `Crawl-delay`); the first delay learnt for a site holds.
+    pub fn crawl_delay(&self, key: &str, delay: Duration) {
+        let Some(quota) = Quota::with_period(delay) else {
+            return;
+        };
+        let mut delays = self.delays.lock().unwrap_or_else(|e| e.into_inner());
+        delays
+            .entry(key.to_string())
+            .or_insert_with(|| RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN)));
+        self.has_delays.store(true, Relaxed);
     }
 
     /// Waits until a request to `key` (`host:port`) fits every rate.
@@ -102,6 +124,18 @@ impl Rates {
             let key = key.to_string();
             while let Err(not_yet) = l.check_key(&key) {
                 tokio::time::sleep(not_yet.wait_time_from(clock.now())).await;
+            }
+        }
+        if self.has_delays.load(Relaxed) {
+            loop {
+                let wait = {
+                    let delays = self.delays.lock().unwrap_or_else(|e| e.into_inner());
+                    match delays.get(key).map(|l| l.check()) {
+                        Some(Err(not_yet)) => not_yet.wait_time_from(clock.now()),
+                        _ => break,
+                    }
+                };
+                tokio::time::sleep(wait).await;
             }
         }
     }

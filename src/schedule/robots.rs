@@ -1,11 +1,12 @@
 //! Robots admission: robots.txt of every site a crawl touches, fetched once
 //! each through the job's client and honoured right before each request,
-//! pages and files alike (disallow and crawl-delay), since the rules are
-//! only known once the site's robots.txt has been read.
+//! pages and files alike, since the rules are only known once the site's
+//! robots.txt has been read. A `Crawl-delay` goes to the host's rate
+//! limiter, the same one `--rate` and `--wait` use.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use url::Url;
 
@@ -16,7 +17,6 @@ pub struct RobotsCache {
     client: crate::http::Client,
     agent: String,
     sites: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Robots>>>>>,
-    next_slot: Mutex<HashMap<String, Instant>>,
 }
 
 /// A request robots.txt does not allow.
@@ -56,7 +56,6 @@ impl RobotsCache {
             client,
             agent: agent.to_string(),
             sites: Mutex::default(),
-            next_slot: Mutex::default(),
         }
     }
 
@@ -87,9 +86,10 @@ impl RobotsCache {
         .clone()
     }
 
-    /// Checks `url` against its site's robots.txt and waits out the site's
-    /// crawl-delay, if it sets one.
-    pub async fn admit(&self, url: &Url) -> Result<(), Disallowed> {
+    /// Checks `url` against its site's robots.txt; says the site's
+    /// `Crawl-delay`, if it sets one, for the host's rate limiter
+    /// (`schedule::rate`), which spaces the requests.
+    pub async fn admit(&self, url: &Url) -> Result<Option<Duration>, Disallowed> {
         let robots = self.rules(url).await;
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
@@ -98,19 +98,6 @@ impl RobotsCache {
         if !robots.allowed(&path) {
             return Err(Disallowed(format!("{}/robots.txt", site(url))));
         }
-        if let Some(delay) = robots.crawl_delay().filter(|d| !d.is_zero()) {
-            let wait = {
-                let mut slots = self.next_slot.lock().unwrap_or_else(|e| e.into_inner());
-                let now = Instant::now();
-                let slot = slots.entry(site(url)).or_insert(now);
-                let start = (*slot).max(now);
-                *slot = start + delay;
-                start - now
-            };
-            if wait > Duration::ZERO {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        Ok(())
+        Ok(robots.crawl_delay().filter(|d| !d.is_zero()))
     }
 }
