@@ -36,7 +36,10 @@ async fn a_host_that_takes_four_gets_four_and_every_file_arrives() {
     let stats = origin.stats();
     let refused = stats.requests - 300;
     println!("K=4: {refused} of {} requests refused", stats.requests);
-    // The window settles at what the host takes: few requests refused.
+    // The window settles at what the host takes: few requests refused
+    // (measured: 13 to 18 of about 315, nearly all in the first round trip,
+    // which goes out at the starting window of 16). With `--fixed` (16) the
+    // same run was refused 1,746 times in 1,776 and got 30 files of 300.
     assert!(
         refused * 100 < stats.requests * 10,
         "{refused} of {} refused",
@@ -70,12 +73,12 @@ async fn retry_after_pauses_the_whole_host() {
     let refused = origin.stats().requests - 40;
     println!("Retry-After: {refused} refused");
     // The first round trip goes out at the starting window (16) and the
-    // host takes 2: 14 refusals are the price of not knowing. Each later
-    // Retry-After pauses the host as a whole while the window halves (8,
-    // then 4, then 2): 6 and 2 more. Without the host-wide pause, items
-    // would come back one by one through every pause. (The pause itself is
-    // checked exactly, in paused time, by `schedule::tests`.)
-    // (Measured: 19 to 26.) A fixed window of 16 that only honours each
+    // host takes 2: 14 refusals are the price of not knowing, and they set
+    // the window to 2 at once. The Retry-After pauses the host as a whole.
+    // Without the host-wide pause, items would come back one by one through
+    // every pause. (The pause itself is checked exactly, in paused time, by
+    // `schedule::tests`.)
+    // (Measured: 15 to 16.) A fixed window of 16 that only honours each
     // item's own Retry-After is refused more often than there are items.
     assert!(refused < 40, "{refused} requests refused");
     assert!(refused >= 1, "the host must have refused some");

@@ -7,8 +7,10 @@
 //!   round trip) until the first sign of trouble or the cap;
 //! - after that, every clean response adds `1/window` (one per round trip);
 //! - a 429, a 503, a timeout or a broken connection halves the window, at
-//!   most once per round trip (a burst of 429s from one overload is one
-//!   signal, not ten), and ends slow start;
+//!   most once per round trip, and ends slow start; the other refusals of
+//!   the same round trip each take one off the window that burst went out
+//!   at (16 sent, 12 refused: the host takes 4), so one overload is one
+//!   halving, and a host far below the window is found in one round trip;
 //! - a response much slower than the fastest seen (more than
 //!   [`LATENCY_SLACK`] times the minimum plus [`LATENCY_FLOOR`]) means
 //!   requests are queueing at the server: the window stops growing and
@@ -65,6 +67,10 @@ pub struct Window {
     /// The window an overload happened at, since when, and how long it
     /// holds.
     ceiling: Option<(f64, Instant, Duration)>,
+    /// The window the last overloaded burst went out at, and how many of
+    /// it were refused.
+    burst: f64,
+    refused: f64,
     adaptive: bool,
 }
 
@@ -80,6 +86,8 @@ impl Window {
             fastest: None,
             last_cut: None,
             ceiling: None,
+            burst: 0.0,
+            refused: 0.0,
             adaptive,
         }
     }
@@ -100,9 +108,15 @@ impl Window {
                 // back together.
                 let rtt = self.fastest.unwrap_or(Duration::from_millis(100));
                 if self.last_cut.is_some_and(|t| now.duration_since(t) < rtt) {
+                    // More of the same burst: each refusal says one fewer
+                    // fits than the window the burst went out at.
+                    self.refused += 1.0;
+                    self.size = self.size.min(self.burst - self.refused).max(1.0);
                     return;
                 }
                 self.last_cut = Some(now);
+                self.burst = self.size;
+                self.refused = 1.0;
                 self.slow_start = false;
                 // The same ceiling again: the probe past it failed, so wait
                 // longer before the next one.
@@ -230,6 +244,19 @@ mod tests {
         assert_eq!(w.allowed(), 4, "the second hold is longer");
         grow_to(&mut w, 5, late + 2 * PROBE_AFTER + MS);
         assert_eq!(w.allowed(), 5, "then it probes again");
+    }
+
+    #[test]
+    fn one_burst_of_refusals_finds_the_hosts_limit() {
+        let mut w = Window::new(64, true);
+        let t = Instant::now();
+        w.update(Signal::Clean(Some(20 * MS)), t);
+        assert_eq!(w.allowed(), 17);
+        // 17 went out; the host takes 4: 13 refusals in one round trip.
+        for i in 0..13 {
+            w.update(Signal::Overloaded, t + i * MS);
+        }
+        assert_eq!(w.allowed(), 4);
     }
 
     #[test]
