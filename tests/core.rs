@@ -10,15 +10,21 @@ fn paths(n: usize, f: impl Fn(usize) -> String) -> Vec<String> {
     (0..n).map(f).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn faults_do_not_lose_or_corrupt_files() {
-    let origin = Origin::start(Config {
+/// An origin that answers 10% of `/file/` requests with 500 and cuts 5%
+/// short, each path at most three times.
+async fn faulty_origin() -> Origin {
+    Origin::start(Config {
         error_rate: 0.10,
         reset_rate: 0.05,
         ..Config::default()
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_do_not_lose_or_corrupt_files() {
+    let origin = faulty_origin().await;
     let s = Scratch::new();
     let pq = paths(500, |i| {
         format!("/file/f{i}.bin?size={}", 1 + (i * 7919) % 65536)
@@ -636,13 +642,7 @@ async fn user_agent_and_headers_are_sent() {
 async fn the_portable_file_path_saves_every_file_whole_and_durable() {
     // NAME.part, fsync, rename, fsync the directory: what platforms without
     // O_TMPFILE and syncfs run, kept working here by a hidden switch.
-    let origin = Origin::start(Config {
-        error_rate: 0.10,
-        reset_rate: 0.05,
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let origin = faulty_origin().await;
     let s = Scratch::new();
     let pq = paths(120, |i| {
         format!("/file/p{i}.bin?size={}", 1 + (i * 7919) % 400_000)

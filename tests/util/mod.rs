@@ -55,21 +55,15 @@ impl Scratch {
     /// `haul -i INPUT -o out/ --report r.jsonl EXTRA…`, run to the end: the
     /// command most tests start from.
     pub async fn fetch(&self, input: &Path, extra: &[&str]) -> Output {
-        let (out, report) = (self.out(), self.path("r.jsonl"));
-        let mut args = vec![
-            "-i",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--report",
-            report.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        run(&args).await
+        self.command(input, extra).output().await.expect("run haul")
     }
 
     /// The same command as [`Scratch::fetch`], started and left running.
     pub fn spawn(&self, input: &Path, extra: &[&str]) -> tokio::process::Child {
+        self.command(input, extra).spawn().expect("start haul")
+    }
+
+    fn command(&self, input: &Path, extra: &[&str]) -> Command {
         let (out, report) = (self.out(), self.path("r.jsonl"));
         let mut args = vec![
             "-i",
@@ -80,7 +74,7 @@ impl Scratch {
             report.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        haul(&args).spawn().expect("start haul")
+        haul(&args)
     }
 
     /// The manifest written with `--report`, as JSON values.
