@@ -374,6 +374,15 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         .spawn(move || ledger.run(wiring))
         .map_err(thread_error(&cfg.output))?;
 
+    let loads = shared.limits.loads();
+    progress.watch_hosts(Box::new(move |n| {
+        let (busiest, active) = loads.busiest(n);
+        let windows = busiest
+            .into_iter()
+            .map(|h| report::HostWindow::new(h.key, h.in_flight as u32, h.window as u32, h.paused))
+            .collect();
+        (windows, active as u64)
+    }));
     let ticker_stop = CancellationToken::new();
     let ticker = tokio::spawn(progress.clone().run(ticker_stop.clone()));
     let counters = {

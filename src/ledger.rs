@@ -554,6 +554,7 @@ impl Ledger {
             error: o.error,
             reason: o.reason,
             permanent: o.permanent,
+            throttled: o.throttled,
         };
         // A parsed page has no file to sync: what it held is in the store.
         if state == State::Ok

@@ -64,8 +64,8 @@ pub use config::{Config, Crawl};
 pub use job::{run, Finished, JobError};
 pub use report::status;
 pub use report::{
-    Found, Level, Outcome, OutcomeKind, ProgressMode, ReportError, Reporter, Silent, Snapshot,
-    Status, Summary, Tally,
+    Found, HostWindow, Level, Outcome, OutcomeKind, ProgressMode, ReportError, Reporter, Silent,
+    Snapshot, Status, Summary, Tally,
 };
 pub use source::{InputSpec, SourceError};
 

@@ -109,3 +109,69 @@ async fn run_reports_every_outcome_to_the_callers_reporter() {
     assert_eq!(finished.tally, summary.tally);
     origin.stop().await;
 }
+
+/// Keeps the per-host windows of every snapshot.
+#[derive(Default)]
+struct Windows(Mutex<Vec<(u64, Vec<haul::HostWindow>)>>);
+
+impl Reporter for Windows {
+    fn on_progress(&self, snapshot: &Snapshot) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((snapshot.hosts_active, snapshot.hosts.clone()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_show_each_hosts_window_as_it_finds_the_hosts_capacity() {
+    // A host that takes 3 in flight: its window starts above that and has
+    // to come down to it, which the snapshots show.
+    let origin = Origin::start(Config {
+        latency: std::time::Duration::from_millis(30),
+        max_in_flight: Some(3),
+        throttle_retry_after: 0,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    let urls: Vec<String> = (0..60)
+        .map(|i| origin.url(&format!("/file/w{i}.bin?size=512")))
+        .collect();
+    let list = s.list("urls.txt", &urls);
+    let windows = Arc::new(Windows::default());
+    let config = haul::Config::new(vec![InputSpec::File(list)], s.out())
+        .jobs(32)
+        .with_reporter(SharedWindows(windows.clone()));
+    let finished = haul::run(config, CancellationToken::new()).await.unwrap();
+    assert_eq!(finished.tally.ok, 60);
+    let seen = windows.0.lock().unwrap().clone();
+    let host = format!("127.0.0.1:{}", origin.port());
+    let busy: Vec<&haul::HostWindow> = seen
+        .iter()
+        .filter(|(active, _)| *active == 1)
+        .flat_map(|(_, hosts)| hosts.iter())
+        .filter(|h| h.in_flight > 0)
+        .collect();
+    assert!(
+        !busy.is_empty(),
+        "no snapshot showed the host busy: {seen:?}"
+    );
+    assert!(busy.iter().all(|h| h.host == host), "{busy:?}");
+    assert!(
+        busy.iter().any(|h| h.window <= 4),
+        "the window never came down to the host's capacity: {busy:?}"
+    );
+    // Once the job is over, no host is active.
+    assert_eq!(seen.last().map(|(a, _)| *a), Some(0), "{seen:?}");
+    origin.stop().await;
+}
+
+struct SharedWindows(Arc<Windows>);
+
+impl Reporter for SharedWindows {
+    fn on_progress(&self, snapshot: &Snapshot) {
+        self.0.on_progress(snapshot)
+    }
+}

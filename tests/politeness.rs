@@ -85,6 +85,17 @@ async fn retry_after_pauses_the_whole_host() {
     let m = s.manifest("r.jsonl");
     let throttled: u64 = m.iter().filter_map(|l| l["throttled"].as_u64()).sum();
     assert_eq!(throttled, refused, "the manifest counts each item's 429s");
+    // And so does the job state, per host, for `haul status`.
+    let status = crate::util::run(&["status", s.out().to_str().unwrap(), "--json"]).await;
+    assert_exit(&status, 0);
+    let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(st["throttled"], refused, "{st}");
+    assert_eq!(st["hosts_total"], 1);
+    assert_eq!(st["hosts"][0]["throttled"], refused);
+    assert_eq!(st["hosts"][0]["ok"], 40);
+    let text = crate::util::run(&["status", s.out().to_str().unwrap()]).await;
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains(&format!("throttled {refused:>7}")), "{text}");
     origin.stop().await;
 }
 

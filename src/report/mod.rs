@@ -10,7 +10,9 @@ mod reporter;
 pub mod status;
 
 pub use progress::{Progress, ProgressMode, TransferBar};
-pub use reporter::{Console, Level, Reporter, SharedReporter, Silent, Snapshot, Summary};
+pub use reporter::{
+    Console, HostWindow, Level, Reporter, SharedReporter, Silent, Snapshot, Summary,
+};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -236,7 +238,7 @@ enum Failed {
 }
 
 /// The manifest's CSV columns, before any `--keep-columns`.
-const CSV_FIELDS: [&str; 13] = [
+const CSV_FIELDS: [&str; 14] = [
     "url",
     "path",
     "status",
@@ -244,6 +246,7 @@ const CSV_FIELDS: [&str; 13] = [
     "bytes",
     "sha256",
     "attempts",
+    "throttled",
     "elapsed_ms",
     "error",
     "input",
@@ -413,6 +416,7 @@ impl Recorder {
                         o.bytes.to_string(),
                         opt(o.sha256.clone()),
                         o.attempts.to_string(),
+                        o.throttled.to_string(),
                         o.elapsed_ms.to_string(),
                         opt(o.error.clone()),
                         o.input.clone(),

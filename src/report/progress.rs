@@ -39,6 +39,15 @@ const PLAIN_EVERY: Duration = Duration::from_secs(5);
 /// A transfer that has received nothing for this long shows as stalled.
 const STALLED_AFTER: Duration = Duration::from_secs(5);
 
+/// Hosts named on the progress line; past this, it gives their number.
+const HOSTS_NAMED: usize = 3;
+/// Hosts a [`super::Snapshot`] carries.
+const HOSTS_IN_SNAPSHOT: usize = 8;
+
+/// Reads the busiest hosts' windows (at most the given number) and how
+/// many hosts are active: installed by the job, which knows the schedule.
+pub type HostSource = Box<dyn Fn(usize) -> (Vec<super::HostWindow>, u64) + Send + Sync>;
+
 struct Transfer {
     name: String,
     total: Option<u64>,
@@ -66,6 +75,7 @@ pub struct Progress {
     next_id: AtomicU64,
     big: Mutex<HashMap<u64, Arc<Transfer>>>,
     multi: Option<MultiProgress>,
+    hosts: std::sync::OnceLock<HostSource>,
 }
 
 /// A large transfer's line; removed when dropped.
@@ -115,6 +125,7 @@ impl Progress {
             next_id: AtomicU64::new(0),
             big: Mutex::new(HashMap::new()),
             multi,
+            hosts: std::sync::OnceLock::new(),
         })
     }
 
@@ -123,8 +134,33 @@ impl Progress {
         self.started.elapsed()
     }
 
+    /// Where the per-host windows are read from; the first call wins.
+    pub fn watch_hosts(&self, source: HostSource) {
+        let _ = self.hosts.set(source);
+    }
+
+    fn hosts(&self, n: usize) -> (Vec<super::HostWindow>, u64) {
+        self.hosts.get().map(|f| f(n)).unwrap_or_default()
+    }
+
+    /// The hosts part of a progress line: each host's transfers in flight
+    /// over its window while few are active (a user watching one or two
+    /// hosts sees what each allows), else their number.
+    fn hosts_line(&self) -> Option<String> {
+        let (hosts, active) = self.hosts(HOSTS_NAMED);
+        if active == 0 {
+            return None;
+        }
+        if active as usize > HOSTS_NAMED {
+            return Some(format!("{active} hosts"));
+        }
+        let named: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        Some(format!("in flight/window: {}", named.join(", ")))
+    }
+
     /// The counters now, for a [`super::Reporter`].
     pub fn snapshot(&self) -> super::Snapshot {
+        let (hosts, hosts_active) = self.hosts(HOSTS_IN_SNAPSHOT);
         super::Snapshot {
             seen: self.seen.load(Relaxed),
             input_done: self.input_done.load(Relaxed),
@@ -133,6 +169,8 @@ impl Progress {
             failed: self.failed.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             elapsed: self.elapsed(),
+            hosts,
+            hosts_active,
         }
     }
 
@@ -210,14 +248,19 @@ impl Progress {
         } else {
             format!("{}+", self.seen.load(Relaxed))
         };
-        format!(
+        let mut line = format!(
             "haul: {}/{} files, {} failed, {}, {}",
             self.finished(),
             total,
             self.failed.load(Relaxed),
             human_bytes(self.bytes.load(Relaxed)),
             self.rate()
-        )
+        );
+        if let Some(hosts) = self.hosts_line() {
+            line.push_str("; ");
+            line.push_str(&hosts);
+        }
+        line
     }
 
     /// Draws until `stop` is cancelled, then clears the bars.
@@ -250,6 +293,11 @@ impl Progress {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
+        let hosts_bar = multi.add(ProgressBar::new(0));
+        hosts_bar.set_style(
+            ProgressStyle::with_template("  {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
         let mut lines: Vec<(u64, ProgressBar)> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
@@ -269,6 +317,7 @@ impl Progress {
                 self.rate(),
                 self.failed.load(Relaxed)
             ));
+            hosts_bar.set_message(self.hosts_line().unwrap_or_default());
             // The largest transfers in flight get a line each.
             let mut big: Vec<(u64, Arc<Transfer>)> = match self.big.lock() {
                 Ok(b) => b.iter().map(|(id, t)| (*id, t.clone())).collect(),
@@ -310,7 +359,39 @@ impl Progress {
         for (_, bar) in lines {
             bar.finish_and_clear();
         }
+        hosts_bar.finish_and_clear();
         main.finish_and_clear();
         let _ = multi.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::HostWindow;
+
+    #[test]
+    fn the_progress_line_names_few_hosts_and_counts_many() {
+        let p = Progress::new(ProgressMode::None);
+        assert!(!p.plain_line().contains("in flight"), "no source, no hosts");
+        let active = Arc::new(AtomicU64::new(2));
+        let a = active.clone();
+        p.watch_hosts(Box::new(move |n| {
+            let all = vec![
+                HostWindow::new("a.test:80".into(), 3, 4, None),
+                HostWindow::new("b.test:80".into(), 0, 8, Some(Duration::from_millis(1500))),
+            ];
+            (all.into_iter().take(n).collect(), a.load(Relaxed))
+        }));
+        let line = p.plain_line();
+        assert!(
+            line.ends_with("; in flight/window: a.test:80 3/4, b.test:80 0/8 paused 2s"),
+            "{line}"
+        );
+        assert_eq!(p.snapshot().hosts.len(), 2);
+        active.store(40, Relaxed);
+        assert!(p.plain_line().ends_with("; 40 hosts"), "{}", p.plain_line());
+        active.store(0, Relaxed);
+        assert!(!p.plain_line().contains("host"), "{}", p.plain_line());
     }
 }

@@ -44,6 +44,49 @@ pub struct Snapshot {
     pub bytes: u64,
     /// Time since the job started.
     pub elapsed: Duration,
+    /// The busiest hosts (at most 8), most in flight first.
+    pub hosts: Vec<HostWindow>,
+    /// Hosts with a transfer in flight or waiting.
+    pub hosts_active: u64,
+}
+
+/// How much of one host's window is in use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostWindow {
+    /// `host:port`.
+    pub host: String,
+    /// Transfers in flight to it.
+    pub in_flight: u32,
+    /// Transfers its window allows now: it grows while the host answers
+    /// quickly and cleanly, and shrinks on 429, 503, timeouts, resets and
+    /// rising latency.
+    pub window: u32,
+    /// Time left of a pause the host asked for with `Retry-After`.
+    pub paused: Option<Duration>,
+}
+
+impl HostWindow {
+    /// A host's figures.
+    pub fn new(host: String, in_flight: u32, window: u32, paused: Option<Duration>) -> Self {
+        Self {
+            host,
+            in_flight,
+            window,
+            paused,
+        }
+    }
+}
+
+impl std::fmt::Display for HostWindow {
+    /// `host:port 12/16`, and `paused 3s` while paused.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.host, self.in_flight, self.window)?;
+        if let Some(p) = self.paused {
+            write!(f, " paused {}s", p.as_secs_f64().ceil() as u64)?;
+        }
+        Ok(())
+    }
 }
 
 /// How a finished job is summed up for a reporter.

@@ -4,7 +4,7 @@
 //! Everything comes from one pass over the store's rows, so the report of a
 //! million-item job costs a scan, not a million lookups.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -35,6 +35,30 @@ pub struct FailureGroup {
     /// Items.
     pub count: u64,
 }
+
+/// One host's items.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct HostFigures {
+    /// `host:port`.
+    pub host: String,
+    /// Items recorded.
+    pub items: u64,
+    /// Downloaded.
+    pub ok: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Not finished.
+    pub pending: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// 429 and 503 answers, all runs.
+    pub throttled: u64,
+}
+
+/// Hosts `haul status` lists, most items first; the JSON has this many, the
+/// text a few.
+const HOSTS_LISTED: usize = 100;
+const HOSTS_SHOWN: usize = 10;
 
 /// What running the same command again would do.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -70,8 +94,14 @@ pub struct JobStatus {
     pub bytes: u64,
     /// Runs of the job so far.
     pub runs: u64,
+    /// 429 and 503 answers, all items, all runs.
+    pub throttled: u64,
     /// Failures by reason and host, most first.
     pub failures: Vec<FailureGroup>,
+    /// Hosts with the most items, most first (at most 100).
+    pub hosts: Vec<HostFigures>,
+    /// Hosts in the job.
+    pub hosts_total: u64,
     /// What a re-run would do.
     pub rerun: Rerun,
 }
@@ -116,15 +146,31 @@ pub fn load(
     let mut failed_list = open_sink(failed)?;
     let mut st = JobStatus::default();
     let mut groups: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut hosts: HashMap<String, HostFigures> = HashMap::new();
     let mut sink_error = None;
     st.runs = store.runs()?;
     store.each_item(&mut |r: ItemRecord| {
         st.items += 1;
+        st.throttled += u64::from(r.throttled);
+        let host_name = host_of(&r.url);
+        let host = match hosts.get_mut(&host_name) {
+            Some(h) => h,
+            None => hosts
+                .entry(host_name.clone())
+                .or_insert_with(|| HostFigures {
+                    host: host_name.clone(),
+                    ..HostFigures::default()
+                }),
+        };
+        host.items += 1;
+        host.throttled += u64::from(r.throttled);
         match r.state {
             State::Ok | State::Saved => {
                 st.ok += 1;
                 st.bytes += r.bytes;
                 st.rerun.skip_done += 1;
+                host.ok += 1;
+                host.bytes += r.bytes;
             }
             State::Skipped => {
                 st.skipped += 1;
@@ -132,8 +178,9 @@ pub fn load(
             }
             State::Failed => {
                 st.failed += 1;
+                host.failed += 1;
                 let reason = r.reason.clone().unwrap_or_else(|| "failed".into());
-                *groups.entry((reason, host_of(&r.url))).or_default() += 1;
+                *groups.entry((reason, host_name)).or_default() += 1;
                 if r.permanent {
                     st.rerun.skip_failed += 1;
                 } else {
@@ -143,6 +190,7 @@ pub fn load(
             }
             State::Pending => {
                 st.pending += 1;
+                host.pending += 1;
                 st.rerun.fetch += 1;
                 st.rerun.resume += u64::from(r.resumable);
             }
@@ -161,6 +209,7 @@ pub fn load(
                 "bytes": r.bytes,
                 "sha256": r.sha256,
                 "attempts": r.attempts,
+                "throttled": r.throttled,
                 "error": r.error,
                 "input": r.input,
                 "line": r.line,
@@ -195,6 +244,11 @@ pub fn load(
         .collect();
     st.failures
         .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    st.hosts_total = hosts.len() as u64;
+    st.hosts = hosts.into_values().collect();
+    st.hosts
+        .sort_by(|a, b| b.items.cmp(&a.items).then_with(|| a.host.cmp(&b.host)));
+    st.hosts.truncate(HOSTS_LISTED);
     Ok(st)
 }
 
@@ -213,6 +267,31 @@ pub fn render(dir: &Path, st: &JobStatus) -> String {
     let _ = writeln!(s, "  skipped  {:>8}  (file was already there)", st.skipped);
     let _ = writeln!(s, "  failed   {:>8}", st.failed);
     let _ = writeln!(s, "  pending  {:>8}", st.pending);
+    if st.throttled > 0 {
+        let _ = writeln!(
+            s,
+            "  throttled {:>7}  answers of 429 or 503 (the server asked haul to slow down)",
+            st.throttled
+        );
+    }
+    if st.hosts_total > 1 || st.throttled > 0 {
+        let _ = writeln!(
+            s,
+            "hosts ({}):\n  {:>8} {:>8} {:>8} {:>8} {:>9}  host",
+            st.hosts_total, "items", "done", "failed", "pending", "throttled"
+        );
+        for h in st.hosts.iter().take(HOSTS_SHOWN) {
+            let _ = writeln!(
+                s,
+                "  {:>8} {:>8} {:>8} {:>8} {:>9}  {}",
+                h.items, h.ok, h.failed, h.pending, h.throttled, h.host
+            );
+        }
+        let more = st.hosts_total.saturating_sub(HOSTS_SHOWN as u64);
+        if more > 0 {
+            let _ = writeln!(s, "  … and {more} more (--json lists {HOSTS_LISTED})");
+        }
+    }
     if !st.failures.is_empty() {
         let _ = writeln!(s, "failures by reason and host:");
         for g in &st.failures {
@@ -307,7 +386,10 @@ mod tests {
             "http://b.test:8080/6",
             "6",
             State::Failed,
-            fail("timeout", false),
+            Finish {
+                throttled: 2,
+                ..fail("timeout", false)
+            },
         );
         let p = add("http://a.test/7", "7", State::Pending, Finish::default());
         store.started(p, Some("\"e\""), None, None).unwrap();
@@ -323,6 +405,11 @@ mod tests {
           skipped         1  (file was already there)
           failed          3
           pending         2
+          throttled       2  answers of 429 or 503 (the server asked haul to slow down)
+        hosts (2):
+             items     done   failed  pending throttled  host
+                 6        2        1        2         0  a.test:80
+                 2        0        2        0         2  b.test:8080
         failures by reason and host:
                  1  HTTP 404 Not Found  a.test:80
                  1  HTTP 404 Not Found  b.test:8080

@@ -195,6 +195,11 @@ impl Limits {
         Some((before, after))
     }
 
+    /// A reader of every host's load.
+    pub fn loads(&self) -> Loads {
+        Loads(self.hosts.clone())
+    }
+
     /// `host`'s window now, if the host is tracked.
     #[cfg(test)]
     pub fn window(&self, key: &str) -> Option<usize> {
@@ -206,6 +211,56 @@ impl Limits {
     #[cfg(test)]
     pub fn hosts_tracked(&self) -> usize {
         self.hosts.lock().map(|h| h.len()).unwrap_or(0)
+    }
+}
+
+/// One host's load at a moment, for people watching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLoad {
+    /// `host:port`.
+    pub key: String,
+    /// Transfers holding a slot.
+    pub in_flight: usize,
+    /// Slots the window allows now.
+    pub window: usize,
+    /// Time left of a `Retry-After` pause.
+    pub paused: Option<Duration>,
+}
+
+/// Reads every tracked host's load without holding up the transfers (each
+/// lock is held for a copy); cheap to clone and independent of [`Limits`].
+#[derive(Clone)]
+pub struct Loads(Hosts);
+
+impl Loads {
+    /// The `n` hosts with most in flight, and how many hosts are tracked
+    /// (holding or awaiting a slot).
+    pub fn busiest(&self, n: usize) -> (Vec<HostLoad>, usize) {
+        let hosts: Vec<(String, Arc<Host>)> = {
+            let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter().map(|(k, h)| (k.clone(), h.clone())).collect()
+        };
+        let now = tokio::time::Instant::now();
+        let mut loads: Vec<HostLoad> = hosts
+            .iter()
+            .map(|(key, host)| {
+                let st = host.lock();
+                HostLoad {
+                    key: key.clone(),
+                    in_flight: st.in_flight,
+                    window: st.window.allowed(),
+                    paused: st.paused_until.filter(|u| *u > now).map(|u| u - now),
+                }
+            })
+            .collect();
+        let total = loads.len();
+        loads.sort_by(|a, b| {
+            b.in_flight
+                .cmp(&a.in_flight)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        loads.truncate(n);
+        (loads, total)
     }
 }
 
@@ -386,6 +441,33 @@ mod tests {
         let _ninth = waiter.await.unwrap();
         drop(second);
         drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn loads_show_the_busiest_hosts_and_their_pauses() {
+        let limits = Limits::new(64, 64, true);
+        let loads = limits.loads();
+        assert_eq!(loads.busiest(3), (vec![], 0));
+        let a = [limits.acquire("a").await, limits.acquire("a").await];
+        let b = limits.acquire("b").await;
+        limits.report("b", Signal::Overloaded, Some(Duration::from_secs(3)));
+        let (busiest, active) = loads.busiest(1);
+        assert_eq!(active, 2);
+        assert_eq!(
+            busiest,
+            vec![HostLoad {
+                key: "a".into(),
+                in_flight: 2,
+                window: window::START as usize,
+                paused: None
+            }]
+        );
+        let (both, _) = loads.busiest(5);
+        assert_eq!(both[1].key, "b");
+        assert_eq!(both[1].window, window::START as usize / 2);
+        assert_eq!(both[1].paused, Some(Duration::from_secs(3)));
+        drop((a, b));
+        assert_eq!(loads.busiest(3), (vec![], 0), "finished hosts are gone");
     }
 
     #[tokio::test(start_paused = true)]

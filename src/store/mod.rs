@@ -59,6 +59,8 @@ pub struct ItemRecord {
     pub permanent: bool,
     /// A partial of it could be resumed (validators are recorded).
     pub resumable: bool,
+    /// 429 and 503 answers it met, all runs.
+    pub throttled: u32,
 }
 
 /// What the job asks of its state. See the module documentation.

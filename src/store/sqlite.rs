@@ -196,6 +196,8 @@ pub struct Finish {
     pub reason: Option<String>,
     /// Permanent failure.
     pub permanent: bool,
+    /// 429 and 503 answers in this run.
+    pub throttled: u32,
 }
 
 const SCHEMA: &str = "
@@ -219,6 +221,7 @@ CREATE TABLE IF NOT EXISTS items (
     last_modified TEXT,
     total INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
+    throttled INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     reason TEXT,
     seen_run INTEGER NOT NULL DEFAULT 0,
@@ -272,7 +275,8 @@ fn lock(out_dir: &Path, state_dir: &Path) -> Result<std::fs::File, StoreError> {
 /// The schema version this build writes, in `PRAGMA user_version`.
 /// 0: the first release's. 1: `items.total`, the size the server announced
 /// for a transfer in progress, checked against a resumed 206.
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2: `items.throttled`, the 429 and 503 answers an item met, all runs.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Brings a store written by an earlier release up to [`SCHEMA_VERSION`],
 /// one step at a time; refuses one written by a newer release.
@@ -290,21 +294,26 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             version,
         });
     }
-    if version < 1 {
-        let has_total = conn
-            .prepare("SELECT 1 FROM pragma_table_info('items') WHERE name = 'total'")
-            .and_then(|mut s| s.exists([]))
+    if version < 1 && !has_column(conn, "total").map_err(err)? {
+        conn.execute_batch("ALTER TABLE items ADD COLUMN total INTEGER")
             .map_err(err)?;
-        if !has_total {
-            conn.execute_batch("ALTER TABLE items ADD COLUMN total INTEGER")
-                .map_err(err)?;
-        }
+    }
+    if version < 2 && !has_column(conn, "throttled").map_err(err)? {
+        conn.execute_batch("ALTER TABLE items ADD COLUMN throttled INTEGER NOT NULL DEFAULT 0")
+            .map_err(err)?;
     }
     if version < SCHEMA_VERSION {
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
             .map_err(err)?;
     }
     Ok(())
+}
+
+/// Whether `items` has `column` (a fresh store is created with every
+/// column, so a step must not add it again).
+fn has_column(conn: &Connection, column: &str) -> rusqlite::Result<bool> {
+    conn.prepare("SELECT 1 FROM pragma_table_info('items') WHERE name = ?1")?
+        .exists([column])
 }
 
 fn now() -> i64 {
@@ -700,7 +709,7 @@ impl Store {
             c.prepare_cached(
                 "UPDATE items SET state = ?1, http_status = ?2, bytes = ?3, sha256 = ?4,
                         attempts = attempts + ?5, error = ?6, reason = ?7, permanent = ?8,
-                        updated_at = ?9
+                        updated_at = ?9, throttled = throttled + ?11
                  WHERE id = ?10",
             )?
             .execute(params![
@@ -713,7 +722,8 @@ impl Store {
                 f.reason,
                 f.permanent,
                 now(),
-                id
+                id,
+                f.throttled
             ])
             .map(drop)
         })
@@ -782,7 +792,8 @@ impl Store {
         self.q(|c| {
             let mut stmt = c.prepare(
                 "SELECT url, path, state, http_status, bytes, sha256, attempts, error, reason,
-                        input, line, permanent, etag IS NOT NULL OR last_modified IS NOT NULL
+                        input, line, permanent, etag IS NOT NULL OR last_modified IS NOT NULL,
+                        throttled
                  FROM items ORDER BY id",
             )?;
             let mut rows = stmt.query([])?;
@@ -801,6 +812,7 @@ impl Store {
                     line: r.get::<_, Option<i64>>(10)?.map(|l| l as u64),
                     permanent: r.get(11)?,
                     resumable: r.get(12)?,
+                    throttled: r.get(13)?,
                 });
             }
             Ok(())
