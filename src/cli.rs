@@ -50,6 +50,8 @@ const CRAWL_EXAMPLES: &str = "\
 Examples:
   haul crawl 'https://example.org/gallery' -o gallery
   haul crawl 'https://example.org/posts/{1..40}' --select '.post img' --attr srcset -o posts
+  haul crawl 'https://example.org/lazy' --attr data-src,src -o lazy
+  haul crawl 'https://example.org/' --follow 'a' -o site        every link, 5 links deep
   haul crawl 'https://example.org/' --follow 'a.next' --depth 50 --hosts cdn.example.org -o site";
 
 /// Subcommands.
@@ -81,20 +83,24 @@ pub struct CrawlArgs {
     #[arg(long, value_name = "CSS", default_value = "img")]
     pub select: String,
 
-    /// Attribute holding the URL: src, srcset (largest candidate), data-src…
-    #[arg(long, value_name = "NAME", default_value = "src")]
+    /// Attributes holding the URL, comma-separated: each element gives the
+    /// first one it has that is not empty, so data-src,src suits
+    /// lazy-loading galleries; srcset gives its largest candidate.
+    #[arg(long, value_name = "NAMES", default_value = "src")]
     pub attr: String,
 
     /// CSS selector of links to crawl next, e.g. 'a.next' or 'a'.
     #[arg(long, value_name = "CSS")]
     pub follow: Option<String>,
 
-    /// Links followed from a start page (0: only the start pages).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub depth: u32,
+    /// Links followed from a start page, with --follow (default 5, as wget
+    /// -r; 0: only the start pages).
+    #[arg(long, value_name = "N")]
+    pub depth: Option<u32>,
 
     /// Folder for each page's files: {page.title} {page.url} {page.host}
-    /// {page.n}, with filters.
+    /// {page.n}, with filters. Only a / written here makes subfolders: one
+    /// in a title is replaced with _.
     #[arg(long, value_name = "TEMPLATE", default_value = "{page.title}")]
     pub into: String,
 
@@ -118,6 +124,11 @@ pub struct CrawlArgs {
     #[arg(long)]
     pub ignore_robots: bool,
 
+    /// On a re-run, ask again for the pages read before (conditionally:
+    /// unchanged pages answer 304) to find files and links added since.
+    #[arg(long)]
+    pub refresh: bool,
+
     /// Download options.
     #[command(flatten)]
     pub args: Args,
@@ -126,13 +137,17 @@ pub struct CrawlArgs {
 impl CrawlArgs {
     /// The crawl job this command line asks for.
     pub fn into_config(self) -> Result<Config, UsageError> {
-        let crawl = haul::Crawl::new(&self.select, &self.attr, self.follow.as_deref())?
-            .depth(self.depth)
+        let mut crawl = haul::Crawl::new(&self.select, &self.attr, self.follow.as_deref())?;
+        if let Some(depth) = self.depth {
+            crawl = crawl.depth(depth);
+        }
+        let crawl = crawl
             .into_folder(&self.into)?
             .hosts(self.hosts)
             .include(self.include.as_deref())?
             .exclude(self.exclude.as_deref())?
-            .robots(!self.ignore_robots);
+            .robots(!self.ignore_robots)
+            .refresh(self.refresh);
         Ok(self.args.into_config()?.crawl(crawl))
     }
 }

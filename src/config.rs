@@ -93,7 +93,8 @@ pub struct Config {
 pub struct Crawl {
     /// What to pick out of each page.
     pub(crate) rules: crate::crawl::Rules,
-    /// Deepest page followed (0: only the start pages).
+    /// Deepest page followed (0: only the start pages); `FOLLOW_DEPTH`
+    /// when links are followed and no depth was given.
     pub(crate) max_depth: u32,
     /// Folder of each page's files.
     pub(crate) into: crate::template::Template,
@@ -105,6 +106,8 @@ pub struct Crawl {
     pub(crate) exclude: Option<regex::Regex>,
     /// Honour robots.txt.
     pub(crate) robots: bool,
+    /// Read the pages of an earlier run again, if they changed.
+    pub(crate) refresh: bool,
 }
 
 impl Config {
@@ -204,6 +207,12 @@ pub enum ConfigError {
     /// `{meta.…}` in the name template with no `--meta-url` to fill it.
     #[error("--name uses {0}, but there is no --meta-url to fetch it from")]
     MetaWithoutMetaUrl(String),
+    /// A crawl depth above 0 with no links to follow: it would do nothing.
+    #[error(
+        "--depth {0} does nothing without --follow: add --follow 'a' to follow every link, \
+         or a selector such as --follow 'a.next'"
+    )]
+    DepthWithoutFollow(u32),
 }
 
 fn template(option: &'static str, text: &str) -> Result<crate::template::Template, ConfigError> {
@@ -506,29 +515,49 @@ impl Config {
                 return Err(ConfigError::MetaWithoutMetaUrl(format!("{{{field}}}")));
             }
         }
+        if let Some(crawl) = &self.crawl {
+            // A depth with nothing to follow used to crawl the start pages
+            // alone without a word; the user meant something else.
+            if crawl.rules.follow.is_none() && crawl.max_depth > 0 {
+                return Err(ConfigError::DepthWithoutFollow(crawl.max_depth));
+            }
+        }
         Ok(())
     }
 }
 
+/// How deep a crawl that follows links goes when no depth is given: wget's
+/// `-r` default, deep enough for a gallery's next pages without wandering
+/// over a whole site.
+const FOLLOW_DEPTH: u32 = 5;
+
 impl Crawl {
-    /// Picks file URLs from the elements `select` matches, in their `attr`
-    /// (`src`, `srcset`, `data-src`…), and follows the links `follow`
-    /// matches.
-    pub fn new(select: &str, attr: &str, follow: Option<&str>) -> Result<Self, ConfigError> {
-        let rules = crate::crawl::Rules::new(select, attr, follow)
+    /// Picks file URLs from the elements `select` matches, in the first of
+    /// the comma-separated attributes `attrs` each has (`src`, `srcset`,
+    /// `data-src,src`…), and follows the links `follow` matches, 5 links
+    /// deep unless [`Crawl::depth`] says otherwise.
+    pub fn new(select: &str, attrs: &str, follow: Option<&str>) -> Result<Self, ConfigError> {
+        let rules = crate::crawl::Rules::new(select, attrs, follow)
             .map_err(|e| ConfigError::Crawl(e.to_string()))?;
         Ok(Self {
+            max_depth: if rules.follow.is_some() {
+                FOLLOW_DEPTH
+            } else {
+                0
+            },
             rules,
-            max_depth: 0,
             into: template("--into", "{page.title}")?,
             hosts: Vec::new(),
             include: None,
             exclude: None,
             robots: true,
+            refresh: false,
         })
     }
 
-    /// Links followed from a start page (0: only the start pages).
+    /// Links followed from a start page (0: only the start pages; 5 when
+    /// not given). A depth above 0 needs a `follow` selector: the job
+    /// refuses to start with [`ConfigError::DepthWithoutFollow`] otherwise.
     pub fn depth(mut self, depth: u32) -> Self {
         self.max_depth = depth;
         self
@@ -563,6 +592,17 @@ impl Crawl {
         self.robots = yes;
         self
     }
+
+    /// On a re-run, asks again for every page read before, conditionally
+    /// (`If-None-Match`, `If-Modified-Since`): a changed page is read for
+    /// new files and links; an unchanged one (304) costs a request, and the
+    /// pages it links to are asked in turn. Files already done are not
+    /// fetched again. Without it, a re-run only carries on with what the
+    /// last one left unfinished.
+    pub fn refresh(mut self, yes: bool) -> Self {
+        self.refresh = yes;
+        self
+    }
 }
 
 fn pattern(option: &'static str, re: &str) -> Result<regex::Regex, ConfigError> {
@@ -570,4 +610,39 @@ fn pattern(option: &'static str, re: &str) -> Result<regex::Regex, ConfigError> 
         option,
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(crawl: Crawl) -> Config {
+        Config::new(vec![InputSpec::Args(vec![])], "out").crawl(crawl)
+    }
+
+    #[test]
+    fn follow_without_depth_goes_five_deep() {
+        let crawl = Crawl::new("img", "src", Some("a")).unwrap();
+        assert_eq!(crawl.max_depth, FOLLOW_DEPTH);
+        assert_eq!(crawl.max_depth, 5);
+        assert!(job(crawl).validate().is_ok());
+        let crawl = Crawl::new("img", "src", Some("a")).unwrap().depth(0);
+        assert_eq!(crawl.max_depth, 0, "an explicit 0 is only the start pages");
+        let crawl = Crawl::new("img", "src", None).unwrap();
+        assert_eq!(crawl.max_depth, 0);
+        assert!(job(crawl.clone().depth(0)).validate().is_ok());
+        assert!(job(crawl).validate().is_ok());
+    }
+
+    #[test]
+    fn depth_without_follow_is_refused() {
+        let crawl = Crawl::new("img", "src", None).unwrap().depth(2);
+        let err = job(crawl).validate().unwrap_err();
+        assert!(matches!(err, ConfigError::DepthWithoutFollow(2)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "--depth 2 does nothing without --follow: add --follow 'a' to follow every link, \
+             or a selector such as --follow 'a.next'"
+        );
+    }
 }

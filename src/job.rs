@@ -343,6 +343,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
             cfg.retry_failed,
         )
         .with_empty_output(empty_output)
+        .with_refresh(cfg.crawl.as_ref().is_some_and(|c| c.refresh))
         .with_protected(protected_names(&cfg.output, &cfg)),
         recorder,
         progress.clone(),
@@ -623,8 +624,12 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
                 _ = sh.stop.cancelled() => break Err(FetchError::Interrupted),
                 a = robots.admit(&target.url) => a,
             };
+            use crate::schedule::robots::Refusal;
             match admitted {
-                Err(d) => break Err(FetchError::Disallowed(d.0)),
+                Err(Refusal::Disallowed(by)) => break Err(FetchError::Disallowed(by)),
+                Err(Refusal::Unreachable { robots, error }) => {
+                    break Err(FetchError::RobotsUnreachable { robots, error })
+                }
                 Ok(Some(delay)) => sh.limits.crawl_delay(&host, delay),
                 Ok(None) => {}
             }
@@ -636,7 +641,11 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
         });
         attempts += 1;
         let result = match (&meta_url, &target.meta) {
-            _ if is_page => sh.fetcher.page(&target.url, &sh.stop).await.map(Step::Page),
+            _ if is_page => sh
+                .fetcher
+                .page(&target.url, target.validators.as_ref(), &sh.stop)
+                .await
+                .map(Step::Page),
             (Some(u), None) => match sh.fetcher.meta(u, &sh.stop).await {
                 Ok(meta) => {
                     target.meta = Some(meta);
@@ -723,8 +732,26 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
         out.page_title = page.title.clone();
     }
     match result {
+        Ok(Step::Page(doc)) if doc.status == 304 => {
+            // Unchanged since the last run: what it holds is in the store,
+            // and the ledger goes on to the pages it links to.
+            out.http_status = Some(doc.status);
+            out.status = Status::Skipped;
+            out.reason = Some(report::UNCHANGED.into());
+        }
         Ok(Step::Page(doc)) => {
             out.http_status = Some(doc.status);
+            if doc.etag.is_some() || doc.last_modified.is_some() {
+                // For a later --refresh to ask whether it changed.
+                let _ = sh.fetcher.ledger.send(Event::Started {
+                    id: target.id,
+                    validators: crate::plan::Validators {
+                        etag: doc.etag.clone(),
+                        last_modified: doc.last_modified.clone(),
+                        total: None,
+                    },
+                });
+            }
             out.bytes = doc.body.len() as u64;
             match read_page(sh, &target, doc).await {
                 Ok((title, found)) => {
@@ -750,11 +777,25 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
             out.http_status = Some(code);
             out.reason = Some("exists".into());
         }
+        // A followed link to a file: not a page to read, and not a
+        // failure (a file wanted by --select is an item of its own).
+        Err(e @ FetchError::NotAPage(_)) => {
+            out.status = Status::Skipped;
+            out.reason = Some(e.reason());
+            out.error = Some(e.to_string());
+        }
         // Like a link out of scope: not for us to fetch, not a failure.
         Err(FetchError::Disallowed(by)) => {
             out.status = Status::Skipped;
             out.reason = Some("disallowed by robots.txt".into());
             out.error = Some(format!("disallowed by {by}"));
+        }
+        // Not known to be disallowed, only not fetched: a failure the user
+        // must hear of (exit status, failed list), though not a permanent
+        // one, so the next run asks for robots.txt again.
+        Err(e @ FetchError::RobotsUnreachable { .. }) => {
+            out.reason = Some(e.reason());
+            out.error = Some(e.to_string());
         }
         Err(e) => {
             if let Some(code) = e.http_status() {

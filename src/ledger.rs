@@ -144,6 +144,12 @@ pub struct Ledger {
     /// Pages planned whose outcome has not arrived: they may still find
     /// more work, so the job is not over.
     pages_open: u64,
+    /// Pages found unchanged (`--refresh`) whose linked pages are still to
+    /// be planned.
+    walk: VecDeque<i64>,
+    /// How far the planning of the items this run did not reach has got
+    /// (the last row planned), and whether it is over.
+    rest: (i64, bool),
     /// Print every bad input row as it is read (`-v`), not only the first
     /// `BAD_SHOWN`.
     pub verbose: bool,
@@ -158,6 +164,26 @@ pub struct Ledger {
     /// Bad input rows seen, and how many were printed.
     bad: (u64, u64),
 }
+
+/// Counts an outcome, writes it to the reports and tells the reporter.
+fn announce(
+    recorder: &mut Recorder,
+    progress: &Progress,
+    reporter: &dyn crate::report::Reporter,
+    o: &Outcome,
+) -> Result<(), crate::report::ReportError> {
+    match o.status {
+        Status::Ok => progress.ok.fetch_add(1, Relaxed),
+        Status::Skipped => progress.skipped.fetch_add(1, Relaxed),
+        Status::Failed => progress.failed.fetch_add(1, Relaxed),
+    };
+    recorder.record(o)?;
+    reporter.on_outcome(o);
+    Ok(())
+}
+
+/// Items of earlier runs planned at a time once this run's crawl is over.
+const REST_BATCH: u32 = 512;
 
 /// Bad input rows printed without `-v`; the rest are counted.
 const BAD_SHOWN: u64 = 5;
@@ -195,6 +221,8 @@ impl Ledger {
             last_sync: Instant::now(),
             crawl: None,
             pages_open: 0,
+            walk: VecDeque::new(),
+            rest: (0, false),
             verbose: false,
             synced_on_save: false,
             no_space: None,
@@ -260,7 +288,26 @@ impl Ledger {
                 input_open = false;
                 ahead.clear();
             }
-            if !input_open && ahead.is_empty() && (self.pages_open == 0 || stop.is_cancelled()) {
+            while ahead.len() < AHEAD && !stop.is_cancelled() {
+                let Some(page) = self.walk.pop_front() else {
+                    break;
+                };
+                self.walk_from(page, &mut ahead)?;
+            }
+            let found_all = !input_open && self.pages_open == 0 && self.walk.is_empty();
+            if found_all && ahead.is_empty() && self.crawl.is_some() && !self.rest.1 {
+                if stop.is_cancelled() {
+                    self.rest.1 = true;
+                } else {
+                    self.plan_the_rest(&mut ahead)?;
+                    self.store.commit()?;
+                    continue;
+                }
+            }
+            if !input_open
+                && ahead.is_empty()
+                && ((self.pages_open == 0 && self.walk.is_empty()) || stop.is_cancelled())
+            {
                 // Lets the dispatcher see the end of the work.
                 items = None;
             }
@@ -407,6 +454,9 @@ impl Ledger {
             Event::Done(o) => {
                 if o.kind == Some(crate::report::OutcomeKind::Page) {
                     self.pages_open = self.pages_open.saturating_sub(1);
+                    if o.reason.as_deref() == Some(crate::report::UNCHANGED) {
+                        self.walk.extend(o.id);
+                    }
                 }
                 self.record(*o)?;
             }
@@ -425,17 +475,28 @@ impl Ledger {
         };
         let mut found = crate::report::Found::default();
         let total = (d.files.len() + d.links.len()) as u64;
-        let files: Vec<url::Url> = d
-            .files
-            .into_iter()
-            .filter(|u| crawl.scope.allows(u))
-            .collect();
         let follow = d.depth < crawl.max_depth;
-        let links: Vec<url::Url> = d
-            .links
-            .into_iter()
-            .filter(|u| follow && crawl.scope.allows(u))
-            .collect();
+        let mut left_out = Vec::new();
+        let mut keep = |u: &url::Url, link: bool| {
+            let why = if link && !follow {
+                Some("beyond --depth")
+            } else {
+                crawl.scope.refusal(u)
+            };
+            if let (Some(why), true) = (why, self.verbose) {
+                left_out.push(format!(
+                    "left out {} {u} ({why}), found on {}",
+                    if link { "link" } else { "file" },
+                    d.url
+                ));
+            }
+            why.is_none()
+        };
+        let files: Vec<url::Url> = d.files.into_iter().filter(|u| keep(u, false)).collect();
+        let links: Vec<url::Url> = d.links.into_iter().filter(|u| keep(u, true)).collect();
+        for note in left_out {
+            self.reporter.on_message(crate::report::Level::Note, &note);
+        }
         let title = d.title.clone().or_else(|| {
             // No title: the page's path names its folder.
             let path = d.url.path().trim_matches('/').replace('/', "_");
@@ -452,7 +513,11 @@ impl Ledger {
             folder: String::new(),
             n: d.n,
         };
-        if !files.is_empty() {
+        self.store.begin()?;
+        if let Some(folder) = self.store.folder_of(d.id)? {
+            // Read before (--refresh): its files stay in its folder.
+            page.folder = folder;
+        } else if !files.is_empty() {
             let fields = crate::plan::naming::ItemFields {
                 url: &d.url,
                 n: d.n,
@@ -501,12 +566,87 @@ impl Ledger {
             let mut entry = Entry::new(origin(i), Ok(url.into()));
             entry.kind = Kind::Page { depth: d.depth + 1 };
             entry.discovered = true;
+            entry.parent = Some(d.id);
             if self.plan(entry, ahead)? {
                 found.links += 1;
             }
         }
         found.skipped = total - found.files - found.links;
         let _ = d.reply.send(found);
+        Ok(())
+    }
+
+    /// Plans the pages an unchanged page links to, as its links would
+    /// have been planned had it been read (each is asked in turn whether
+    /// it changed).
+    fn walk_from(&mut self, page: i64, ahead: &mut VecDeque<Item>) -> Result<(), LedgerError> {
+        let mut entries = Vec::new();
+        self.store
+            .each_child_page(page, &mut |u: store::Unfinished| {
+                let origin = crate::source::Origin {
+                    input: u.input.into(),
+                    line: u.line,
+                };
+                let mut entry = Entry::new(origin, Ok(u.url));
+                entry.kind = crate::source::Kind::Page {
+                    depth: u.page_depth.unwrap_or(0),
+                };
+                entry.discovered = true;
+                entry.parent = u.parent;
+                entries.push(entry);
+            })?;
+        for entry in entries {
+            self.plan(entry, ahead)?;
+        }
+        Ok(())
+    }
+
+    /// Plans the next batch of the items this run did not reach: files of
+    /// pages read in an earlier run (each checked on disk, and fetched
+    /// again if gone), and reports the pages. A re-run's report and summary
+    /// thus describe the whole job, not only what the run touched.
+    fn plan_the_rest(&mut self, ahead: &mut VecDeque<Item>) -> Result<(), LedgerError> {
+        let mut batch = Vec::new();
+        self.store
+            .unseen(self.rest.0, REST_BATCH, &mut |r| batch.push(r))?;
+        match batch.last() {
+            Some(r) => self.rest.0 = r.id,
+            None => self.rest.1 = true,
+        }
+        for r in batch {
+            let origin = crate::source::Origin {
+                input: r.input.clone().unwrap_or_default().into(),
+                line: r.line.unwrap_or(0),
+            };
+            if !r.is_page {
+                let mut entry = Entry::new(origin, Ok(r.url));
+                entry.discovered = true;
+                self.plan(entry, ahead)?;
+                continue;
+            }
+            if r.state == State::Pending {
+                // Carried on by the unfinished input, not here.
+                continue;
+            }
+            let status = match r.state {
+                State::Failed => Status::Failed,
+                _ => Status::Skipped,
+            };
+            let mut o = Outcome::new(r.url, &origin, status);
+            o.id = Some(r.id);
+            o.recorded = true;
+            o.path = r.path;
+            o.http_status = r.http_status;
+            o.permanent = r.permanent;
+            o.kind = Some(crate::report::OutcomeKind::Page);
+            if r.state == State::Ok {
+                o.reason = Some("done".into());
+            } else {
+                o.reason = r.reason;
+                o.error = r.error;
+            }
+            self.record(o)?;
+        }
         Ok(())
     }
 
@@ -531,18 +671,19 @@ impl Ledger {
         if o.status == Status::Failed && o.id.is_none() {
             self.bad_row(&o);
         }
-        match o.status {
-            Status::Ok => self.progress.ok.fetch_add(1, Relaxed),
-            Status::Skipped => self.progress.skipped.fetch_add(1, Relaxed),
-            Status::Failed => self.progress.failed.fetch_add(1, Relaxed),
-        };
-        self.recorder.record(&o)?;
-        self.reporter.on_outcome(&o);
+        announce(
+            &mut self.recorder,
+            &self.progress,
+            self.reporter.as_ref(),
+            &o,
+        )?;
         let Some(id) = o.id.filter(|_| !o.recorded) else {
             return Ok(());
         };
         let state = match o.status {
             Status::Ok => State::Ok,
+            // Read before and unchanged: still read.
+            Status::Skipped if o.reason.as_deref() == Some(crate::report::UNCHANGED) => State::Ok,
             Status::Skipped => State::Skipped,
             Status::Failed => State::Failed,
         };
@@ -657,7 +798,7 @@ mod tests {
         // Recorded: saved (done once a group sync has covered it, which a
         // run this short may not have waited for).
         let store = crate::store::Store::open_existing(dir.path()).unwrap();
-        let row = store.lookup("http://h/b.bin").unwrap().unwrap();
+        let row = store.lookup("http://h/b.bin", false).unwrap().unwrap();
         assert!(
             matches!(row.state, State::Saved | State::Ok),
             "{:?}",
@@ -665,7 +806,7 @@ mod tests {
         );
         assert_eq!(row.bytes, 5);
         assert!(
-            store.lookup("nope").unwrap().is_none(),
+            store.lookup("nope", false).unwrap().is_none(),
             "a bad line is no item"
         );
     }

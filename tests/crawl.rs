@@ -256,3 +256,363 @@ async fn crawl_delay_spaces_every_request_to_the_site() {
     assert_eq!(origin.stats().max_in_flight, 1);
     origin.stop().await;
 }
+
+/// Crawls a page on `origin` (which has no robots.txt: everything is
+/// allowed) showing one image there and two on `elsewhere`, a site whose
+/// robots.txt cannot be had.
+async fn crawl_past_robots_txt_elsewhere(
+    origin: &Origin,
+    site: &Path,
+    elsewhere: &str,
+    extra: &[&str],
+) -> (Scratch, std::process::Output) {
+    std::fs::write(
+        site.join("g.html"),
+        format!(
+            r#"<html><head><title>Gallery</title></head><body>
+            <img src="here.jpg"><img src="{elsewhere}/file/x1.jpg">
+            <img src="{elsewhere}/file/x2.jpg"></body></html>"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(site.join("here.jpg"), b"jpg").unwrap();
+    let s = Scratch::new();
+    let (out, report, failed) = (s.out(), s.path("r.jsonl"), s.path("failed.txt"));
+    let page = origin.url("/static/g.html");
+    let mut args = vec![
+        "crawl",
+        &page,
+        "-o",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--failed",
+        failed.to_str().unwrap(),
+        "--progress",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args).await;
+    (s, o)
+}
+
+/// What a robots.txt that cannot be had must come to: the files on its
+/// site fail, saying why, without a request; the job fails; the failed
+/// list has them; the rest of the crawl goes on.
+#[track_caller]
+fn assert_unreachable(s: &Scratch, o: &std::process::Output, elsewhere: &str, cause: &str) {
+    assert_exit(o, 1);
+    assert_eq!(s.out_files(), vec!["Gallery/here.jpg".to_string()]);
+    let want: Vec<String> = ["x1", "x2"]
+        .map(|x| format!("{elsewhere}/file/{x}.jpg"))
+        .to_vec();
+    let m = s.manifest("r.jsonl");
+    for url in &want {
+        let item = m.iter().find(|m| m["url"] == url.as_str()).unwrap();
+        assert_eq!(item["status"], "failed", "{item}");
+        assert_eq!(item["reason"], "robots.txt unreachable", "{item}");
+        assert_eq!(item["attempts"], 0, "no request for the file: {item}");
+        let error = item["error"].as_str().unwrap();
+        let prefix = format!("robots.txt unreachable: {elsewhere}/robots.txt: {cause}");
+        assert!(error.starts_with(&prefix), "{error}");
+    }
+    assert!(m.iter().all(|m| m["status"] != "skipped"), "{m:?}");
+    let mut failed: Vec<String> = std::fs::read_to_string(s.path("failed.txt"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    failed.sort();
+    assert_eq!(failed, want);
+    assert!(
+        crate::util::stderr(o).contains("robots.txt unreachable"),
+        "{}",
+        crate::util::stderr(o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_txt_answering_503_is_retried_then_fails_the_site() {
+    let site = tempfile::tempdir().unwrap();
+    let origin = Origin::start(Config {
+        static_root: Some(site.path().to_path_buf()),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let down = Origin::start(Config {
+        robots_status: Some(503),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let elsewhere = down.url("");
+    let (s, o) = crawl_past_robots_txt_elsewhere(&origin, site.path(), &elsewhere, &[]).await;
+    assert_unreachable(
+        &s,
+        &o,
+        &elsewhere,
+        "HTTP 503 Service Unavailable (after 4 attempts)",
+    );
+    // Retried like any request, once for the site, and nothing else asked.
+    assert_eq!(down.requests("/robots.txt"), 4);
+    assert_eq!(down.stats().requests, 4, "{:?}", down.log());
+    // The control: no robots.txt (404) allows everything.
+    assert_eq!(origin.requests("/robots.txt"), 1);
+    assert_eq!(origin.requests("/static/here.jpg"), 1);
+
+    // Not a permanent failure: the next run asks again, without
+    // --retry-failed.
+    let o = run(&[
+        "crawl",
+        &origin.url("/static/g.html"),
+        "-o",
+        s.out().to_str().unwrap(),
+        "--progress",
+        "none",
+    ])
+    .await;
+    assert_exit(&o, 1);
+    assert_eq!(down.requests("/robots.txt"), 8);
+    assert_eq!(down.stats().requests, 8, "{:?}", down.log());
+    origin.stop().await;
+    down.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_txt_on_a_refusing_host_fails_the_site() {
+    let site = tempfile::tempdir().unwrap();
+    let origin = Origin::start(Config {
+        static_root: Some(site.path().to_path_buf()),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    // A port nobody listens on (any longer).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let elsewhere = format!("http://127.0.0.1:{port}");
+    let (s, o) = crawl_past_robots_txt_elsewhere(&origin, site.path(), &elsewhere, &[]).await;
+    assert_unreachable(&s, &o, &elsewhere, "cannot connect");
+    assert_eq!(origin.requests("/static/here.jpg"), 1);
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_txt_timing_out_fails_the_site() {
+    let site = tempfile::tempdir().unwrap();
+    let origin = Origin::start(Config {
+        static_root: Some(site.path().to_path_buf()),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let slow = Origin::start(Config {
+        latency: std::time::Duration::from_secs(5),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let elsewhere = slow.url("");
+    let (s, o) =
+        crawl_past_robots_txt_elsewhere(&origin, site.path(), &elsewhere, &["--timeout", "0.3"])
+            .await;
+    assert_unreachable(&s, &o, &elsewhere, "timed out");
+    assert!(slow.requests("/robots.txt") > 1, "{:?}", slow.log());
+    assert!(
+        slow.log().iter().all(|r| r.path == "/robots.txt"),
+        "{:?}",
+        slow.log()
+    );
+    origin.stop().await;
+    slow.stop().await;
+}
+
+/// Starts an origin serving `pages` (path, body) and `files` (path, whose
+/// bytes are the path itself) under `/static/`.
+async fn site_of_pages(pages: &[(&str, String)], files: &[&str]) -> (tempfile::TempDir, Origin) {
+    let site = tempfile::tempdir().unwrap();
+    for (rel, body) in pages {
+        std::fs::write(site.path().join(rel), body).unwrap();
+    }
+    for rel in files {
+        std::fs::write(site.path().join(rel), rel.as_bytes()).unwrap();
+    }
+    let origin = Origin::start(Config {
+        static_root: Some(site.path().to_path_buf()),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    (site, origin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separators_in_a_title_name_one_folder() {
+    let page = r"<html><head><title>Cats / Dogs \ Birds</title></head>
+        <body><img src=a.jpg><img src=b.jpg></body></html>";
+    let (_site, origin) = site_of_pages(&[("t.html", page.into())], &["a.jpg", "b.jpg"]).await;
+    let s = Scratch::new();
+    let out = s.out();
+    let start = origin.url("/static/t.html");
+    let o = run(&[
+        "crawl",
+        &start,
+        "-o",
+        out.to_str().unwrap(),
+        "--ignore-robots",
+    ])
+    .await;
+    assert_exit(&o, 0);
+    assert_eq!(
+        s.out_files(),
+        ["Cats _ Dogs _ Birds/a.jpg", "Cats _ Dogs _ Birds/b.jpg"]
+    );
+    // A / written in --into still makes a folder.
+    let s = Scratch::new();
+    let out = s.out();
+    let o = run(&[
+        "crawl",
+        &start,
+        "-o",
+        out.to_str().unwrap(),
+        "--ignore-robots",
+        "--into",
+        "pages/{page.title}",
+    ])
+    .await;
+    assert_exit(&o, 0);
+    assert_eq!(
+        s.out_files(),
+        [
+            "pages/Cats _ Dogs _ Birds/a.jpg",
+            "pages/Cats _ Dogs _ Birds/b.jpg"
+        ]
+    );
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_alone_goes_five_links_deep_and_depth_alone_is_refused() {
+    // c0 → c1 → … → c6, each page with its own image.
+    let pages: Vec<(String, String)> = (0..7)
+        .map(|i| {
+            let next = i + 1;
+            (
+                format!("c{i}.html"),
+                format!(
+                    "<html><head><title>Chain {i}</title></head><body>\
+                     <img src=i{i}.jpg><a href=c{next}.html>next</a></body></html>"
+                ),
+            )
+        })
+        .collect();
+    let pages: Vec<(&str, String)> = pages.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    let images: Vec<String> = (0..7).map(|i| format!("i{i}.jpg")).collect();
+    let images: Vec<&str> = images.iter().map(String::as_str).collect();
+    let (_site, origin) = site_of_pages(&pages, &images).await;
+    let start = origin.url("/static/c0.html");
+
+    let s = Scratch::new();
+    let out = s.out();
+    let o = run(&[
+        "crawl",
+        &start,
+        "-o",
+        out.to_str().unwrap(),
+        "--follow",
+        "a",
+        "--ignore-robots",
+    ])
+    .await;
+    assert_exit(&o, 0);
+    let want: Vec<String> = (0..6).map(|i| format!("Chain {i}/i{i}.jpg")).collect();
+    assert_eq!(s.out_files(), want, "the start page and five links deep");
+    assert_eq!(origin.requests("/static/c5.html"), 1);
+    assert_eq!(origin.requests("/static/c6.html"), 0, "six links deep");
+
+    // --depth without --follow would crawl the start page alone: refused
+    // before anything is asked for or written.
+    let before = origin.stats().requests;
+    let s = Scratch::new();
+    let out = s.out();
+    let o = run(&["crawl", &start, "-o", out.to_str().unwrap(), "--depth", "2"]).await;
+    assert_exit(&o, 2);
+    insta::assert_snapshot!(crate::util::stderr(&o).trim(), @"haul: error: --depth 2 does nothing without --follow: add --follow 'a' to follow every link, or a selector such as --follow 'a.next'");
+    assert_eq!(origin.stats().requests, before);
+    assert!(!out.exists(), "nothing is created");
+    // An explicit --depth 0 is the start pages alone, with or without
+    // --follow.
+    let explicit_zero: [&[&str]; 2] = [&["--depth", "0"], &["--follow", "a", "--depth", "0"]];
+    for extra in explicit_zero {
+        let s = Scratch::new();
+        let out = s.out();
+        let mut args = vec![
+            "crawl",
+            &start,
+            "-o",
+            out.to_str().unwrap(),
+            "--ignore-robots",
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args).await;
+        assert_exit(&o, 0);
+        assert_eq!(s.out_files(), ["Chain 0/i0.jpg"], "{extra:?}");
+    }
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attr_list_falls_back_per_element() {
+    let page = r#"<html><head><title>Lazy list</title></head><body>
+        <img data-src="real.jpg" src="placeholder.gif">
+        <img src="plain.jpg">
+        <img data-src="" src="blank.jpg">
+        </body></html>"#;
+    let (_site, origin) = site_of_pages(
+        &[("lazy.html", page.into())],
+        &["real.jpg", "placeholder.gif", "plain.jpg", "blank.jpg"],
+    )
+    .await;
+    let start = origin.url("/static/lazy.html");
+    let s = Scratch::new();
+    let out = s.out();
+    let o = run(&[
+        "crawl",
+        &start,
+        "-o",
+        out.to_str().unwrap(),
+        "--attr",
+        "data-src,src",
+        "--ignore-robots",
+    ])
+    .await;
+    assert_exit(&o, 0);
+    assert_eq!(
+        s.out_files(),
+        [
+            "Lazy list/blank.jpg",
+            "Lazy list/plain.jpg",
+            "Lazy list/real.jpg"
+        ]
+    );
+    assert_eq!(origin.requests("/static/placeholder.gif"), 0);
+
+    let s = Scratch::new();
+    let out = s.out();
+    let o = run(&[
+        "crawl",
+        &start,
+        "-o",
+        out.to_str().unwrap(),
+        "--attr",
+        "data-src,,src",
+    ])
+    .await;
+    assert_exit(&o, 2);
+    insta::assert_snapshot!(crate::util::stderr(&o).trim(), @r#"haul: error: invalid --attr "data-src,,src": an empty name in the list; expected names separated by commas, such as data-src,src"#);
+    origin.stop().await;
+}

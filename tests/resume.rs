@@ -449,6 +449,6 @@ async fn a_job_written_by_the_first_release_is_carried_on() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2, "migrated");
+    assert_eq!(version, 3, "migrated");
     origin.stop().await;
 }

@@ -7,6 +7,7 @@ mod util;
 mod core;
 mod crawl;
 mod dataset;
+mod fidelity;
 mod first_contact;
 mod hostile;
 mod library;

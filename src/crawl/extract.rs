@@ -38,7 +38,7 @@ use url::{ParseOptions, Url};
 const PRESCAN_LEN: usize = 1024;
 
 /// What to take from each page: which elements hold file URLs, in which
-/// attribute, and which links lead to the next pages.
+/// attributes, and which links lead to the next pages.
 ///
 /// Build it with [`Rules::new`], which checks the selectors up front so a
 /// typo fails before any page is fetched. [`extract`] parses the selectors
@@ -49,10 +49,12 @@ pub struct Rules {
     /// CSS selector for the elements whose attribute holds a file URL, such
     /// as `.postContent img`.
     pub select: String,
-    /// The attribute to read, lowercase: `src`, `data-src`, `href`, any name.
-    /// `srcset` (and any `*-srcset`, such as `data-srcset`) is read as a
-    /// srcset and yields its largest candidate.
-    pub attr: String,
+    /// The attributes to read, lowercase, in order of preference: each
+    /// selected element yields the first that is present and not blank, so
+    /// `data-src, src` takes a lazy-loading gallery's real image and still
+    /// the `src` of an ordinary one. `srcset` (and any `*-srcset`, such as
+    /// `data-srcset`) is read as a srcset and yields its largest candidate.
+    pub attrs: Vec<String>,
     /// CSS selector for the links to crawl next (their `href`), such as
     /// `a.next` for pagination or `a` for a whole site.
     pub follow: Option<String>,
@@ -63,30 +65,40 @@ impl Rules {
     ///
     /// # Errors
     ///
+    /// `attrs` is one attribute name or several separated by commas, in
+    /// order of preference (`data-src,src`).
+    ///
+    /// # Errors
+    ///
     /// [`ExtractError::BadSelector`] naming the selector that does not parse
-    /// (or that `lol_html` does not support), or [`ExtractError::BadAttr`]
-    /// when `attr` cannot be an attribute name.
-    pub fn new(select: &str, attr: &str, follow: Option<&str>) -> Result<Rules, ExtractError> {
+    /// (or that `lol_html` does not support), [`ExtractError::BadAttr`] naming
+    /// a name that cannot be an attribute name, or
+    /// [`ExtractError::EmptyAttr`] when the list has an empty element.
+    pub fn new(select: &str, attrs: &str, follow: Option<&str>) -> Result<Rules, ExtractError> {
         parse_selector("--select", select)?;
         if let Some(follow) = follow {
             parse_selector("--follow", follow)?;
         }
-        let attr = attr.trim();
         let bad = |c: char| c.is_ascii_whitespace() || c.is_control() || "\"'<>/=".contains(c);
-        if attr.is_empty() || attr.contains(bad) {
-            return Err(ExtractError::BadAttr(attr.to_owned()));
-        }
+        let attrs = attrs
+            .split(',')
+            .map(|attr| match attr.trim() {
+                "" => Err(ExtractError::EmptyAttr(attrs.to_owned())),
+                attr if attr.contains(bad) => Err(ExtractError::BadAttr(attr.to_owned())),
+                attr => Ok(attr.to_ascii_lowercase()),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Rules {
             select: select.to_owned(),
-            attr: attr.to_ascii_lowercase(),
+            attrs,
             follow: follow.map(str::to_owned),
         })
     }
+}
 
-    /// Whether [`Rules::attr`] holds a srcset rather than a single URL.
-    fn is_srcset(&self) -> bool {
-        self.attr == "srcset" || self.attr.ends_with("-srcset")
-    }
+/// Whether attribute `attr` holds a srcset rather than a single URL.
+fn is_srcset(attr: &str) -> bool {
+    attr == "srcset" || attr.ends_with("-srcset")
 }
 
 /// What one page holds.
@@ -127,6 +139,13 @@ pub enum ExtractError {
     /// An attribute name that cannot occur in HTML.
     #[error("invalid --attr {0:?}: expected an attribute name such as src, srcset or data-src")]
     BadAttr(String),
+    /// An attribute list with an empty element, such as `data-src,,src`
+    /// (the whole list as given).
+    #[error(
+        "invalid --attr {0:?}: an empty name in the list; expected names separated by commas, \
+         such as data-src,src"
+    )]
+    EmptyAttr(String),
     /// The HTML parser gave up (it does not, short of running out of memory).
     #[error("cannot parse the page: {0}")]
     Html(#[from] RewritingError),
@@ -176,7 +195,7 @@ pub fn extract(
         None => None,
     };
     let (encoding, html) = decode(body, content_type);
-    let raw = collect(&html, select, follow, &rules.attr)?;
+    let raw = collect(&html, select, follow, &rules.attrs)?;
 
     let base = raw
         .base
@@ -192,10 +211,9 @@ pub fn extract(
         .base_url(Some(&base))
         .encoding_override(legacy.then_some(encode));
     let mut skipped = 0;
-    let srcset = rules.is_srcset();
-    let files = unique(raw.files.iter().filter_map(|value| {
+    let files = unique(raw.files.iter().filter_map(|(value, srcset)| {
         let value = htmlize::unescape_attribute(value.as_str());
-        let value = if srcset {
+        let value = if *srcset {
             largest_candidate(&value)?
         } else {
             &value
@@ -231,7 +249,8 @@ fn query_encoder(encoding: &'static Encoding) -> impl Fn(&str) -> Cow<'_, [u8]> 
 /// Raw values copied out of the page by the `lol_html` handlers.
 #[derive(Default)]
 struct Collected {
-    files: Vec<String>,
+    /// Each value with whether it is a srcset.
+    files: Vec<(String, bool)>,
     links: Vec<String>,
     base: Option<String>,
     /// How many `<title>` start tags have been seen: text is kept only while
@@ -244,7 +263,7 @@ fn collect(
     html: &str,
     select: Selector,
     follow: Option<Selector>,
-    attr: &str,
+    attrs: &[String],
 ) -> Result<Collected, ExtractError> {
     let state = RefCell::new(Collected::default());
     let mut settings = Settings::new()
@@ -254,8 +273,14 @@ fn collect(
         .append_element_content_handler((
             Cow::Owned(select),
             ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
-                if let Some(value) = el.get_attribute(attr) {
-                    state.borrow_mut().files.push(value);
+                // A blank attribute is what a lazy-loading page leaves before
+                // its script runs: the next name in the list is the URL.
+                let found = attrs.iter().find_map(|attr| {
+                    let value = el.get_attribute(attr)?;
+                    (!trim(&value).is_empty()).then(|| (value, is_srcset(attr)))
+                });
+                if let Some(found) = found {
+                    state.borrow_mut().files.push(found);
                 }
                 Ok(())
             }),
@@ -745,6 +770,96 @@ mod tests {
         }
     }
 
+    const LAZY: &str = r#"<div class=post>
+<img data-src="real.jpg" src="placeholder.gif">
+<img src="plain.jpg">
+<img data-src="" src="blank-lazy.jpg">
+<img data-src="  " src="spaces-lazy.jpg">
+<img data-srcset="s.jpg 320w, l.jpg 1280w" data-src="lazy-one.jpg" src="p.gif">
+<img data-src="&#x20;" src="entity.jpg">
+<img alt="nothing at all">
+</div>"#;
+
+    #[test]
+    fn attr_list_takes_the_first_present_attribute() {
+        let page = run(LAZY.as_bytes(), ".post img", "data-src,src", None);
+        assert_eq!(
+            urls(&page.files),
+            [
+                "http://example.com/gallery/real.jpg",
+                "http://example.com/gallery/plain.jpg",
+                "http://example.com/gallery/blank-lazy.jpg",
+                "http://example.com/gallery/spaces-lazy.jpg",
+                "http://example.com/gallery/lazy-one.jpg",
+            ],
+            "an entity-encoded blank is present, then dropped as no URL"
+        );
+        // Order is preference, not document order of the attributes, and
+        // spaces around the names do not matter.
+        let page = run(LAZY.as_bytes(), ".post img", " SRC , data-src ", None);
+        assert_eq!(page.files.len(), 6);
+        assert_eq!(
+            page.files[0].as_str(),
+            "http://example.com/gallery/placeholder.gif"
+        );
+    }
+
+    #[test]
+    fn attr_list_keeps_the_srcset_rule_for_srcset_names() {
+        let page = run(
+            LAZY.as_bytes(),
+            ".post img",
+            "data-srcset,data-src,src",
+            None,
+        );
+        assert_eq!(
+            urls(&page.files)[4],
+            "http://example.com/gallery/l.jpg",
+            "largest candidate of data-srcset"
+        );
+        assert_eq!(urls(&page.files)[0], "http://example.com/gallery/real.jpg");
+        // A srcset after a plain name is still read as a srcset.
+        let html = r#"<img srcset="a.jpg 1x, b.jpg 2x"><img data-src="c.jpg" srcset="d.jpg">"#;
+        let page = run(html.as_bytes(), "img", "data-src,srcset", None);
+        assert_eq!(
+            urls(&page.files),
+            [
+                "http://example.com/gallery/b.jpg",
+                "http://example.com/gallery/c.jpg"
+            ]
+        );
+    }
+
+    #[test]
+    fn attr_list_checks_every_name() {
+        let rules = Rules::new("img", "Data-Src, src,srcset", None).unwrap();
+        assert_eq!(rules.attrs, ["data-src", "src", "srcset"]);
+        for list in ["data-src,,src", "src,", ",src", " , ", ""] {
+            let err = Rules::new("img", list, None).unwrap_err();
+            assert!(
+                matches!(&err, ExtractError::EmptyAttr(l) if l == list),
+                "{list:?}: {err}"
+            );
+        }
+        assert_eq!(
+            Rules::new("img", "data-src,,src", None)
+                .unwrap_err()
+                .to_string(),
+            "invalid --attr \"data-src,,src\": an empty name in the list; expected names \
+             separated by commas, such as data-src,src"
+        );
+        let err = Rules::new("img", "data-src,s<rc", None).unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::BadAttr(a) if a == "s<rc"),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid --attr \"s<rc\": expected an attribute name such as src, srcset or data-src"
+        );
+        assert!(Rules::new("img", "data src,src", None).is_err());
+    }
+
     const SRCSET: &str = r#"<div class=post>
 <img srcset="small.jpg 480w, large.jpg 1080w,medium.jpg 800w">
 <img srcset="one.jpg, two.jpg 2x, three.jpg 1.5x">
@@ -968,12 +1083,12 @@ mod tests {
         assert!(Rules::new("img", "data src", None).is_err());
 
         let rules = Rules::new(" .post  img ", " Data-Src ", Some("a.next, a[rel=next]")).unwrap();
-        assert_eq!(rules.attr, "data-src");
+        assert_eq!(rules.attrs, ["data-src"]);
 
         // A hand-built Rules is checked by extract itself.
         let rules = Rules {
             select: ">>".into(),
-            attr: "src".into(),
+            attrs: vec!["src".into()],
             follow: None,
         };
         assert!(matches!(

@@ -146,29 +146,14 @@ impl Robots {
     ///
     /// RFC 9309 §2.3.1.3: when robots.txt is *unavailable*, a 4xx status
     /// (404, 410, and also 401 and 403), the crawler may fetch anything.
-    /// Use this then.
+    /// Use this then. (When it is *unreachable*, a 5xx or a network error,
+    /// the RFC asks for a complete disallow; there are no rules to hold
+    /// then, and `schedule::robots` refuses the whole site itself, saying
+    /// why.)
     #[must_use]
     pub fn allow_all() -> Robots {
         Robots {
             rules: Vec::new(),
-            delay: None,
-        }
-    }
-
-    /// Nothing may be fetched.
-    ///
-    /// RFC 9309 §2.3.1.4: when robots.txt is *unreachable*, a 5xx status or
-    /// a network error (timeout, refused, TLS), the crawler must assume
-    /// complete disallow. Use this then. (Some older crawlers also treat
-    /// 401 and 403 this way; the RFC does not.) Redirects are followed (at
-    /// least five hops) before deciding.
-    #[must_use]
-    pub fn disallow_all() -> Robots {
-        Robots {
-            rules: vec![Rule {
-                allow: false,
-                pattern: "/".to_owned(),
-            }],
             delay: None,
         }
     }
@@ -551,7 +536,7 @@ Disallow: /x
     fn allow_all_and_disallow_all() {
         assert!(Robots::allow_all().allowed("/a"));
         assert_eq!(Robots::allow_all().crawl_delay(), None);
-        let none = Robots::disallow_all();
+        let none = Robots::parse("User-agent: *\nDisallow: /\n", "haul");
         for path in ["/", "/a", "", "?q=1", "/robots.txx"] {
             assert!(!none.allowed(path), "{path}");
         }

@@ -42,20 +42,29 @@ impl Scope {
         self.hosts.insert(host.to_ascii_lowercase());
     }
 
-    /// Whether `url` may be requested.
-    pub fn allows(&self, url: &Url) -> bool {
+    /// Why `url` may not be requested, for `-v`; `None` when it may.
+    pub fn refusal(&self, url: &Url) -> Option<&'static str> {
         let host_ok = url
             .host_str()
             .is_some_and(|h| self.hosts.contains(&h.to_ascii_lowercase()));
-        host_ok
-            && self
-                .include
-                .as_ref()
-                .is_none_or(|r| r.is_match(url.as_str()))
-            && !self
-                .exclude
-                .as_ref()
-                .is_some_and(|r| r.is_match(url.as_str()))
+        if !host_ok {
+            return Some("another host; --hosts allows it");
+        }
+        if self
+            .include
+            .as_ref()
+            .is_some_and(|r| !r.is_match(url.as_str()))
+        {
+            return Some("not matched by --include");
+        }
+        if self
+            .exclude
+            .as_ref()
+            .is_some_and(|r| r.is_match(url.as_str()))
+        {
+            return Some("matched by --exclude");
+        }
+        None
     }
 }
 
@@ -71,7 +80,7 @@ mod tests {
             None,
             Some(Regex::new(r"/private/").unwrap()),
         );
-        let ok = |u: &str| scope.allows(&Url::parse(u).unwrap());
+        let ok = |u: &str| scope.refusal(&Url::parse(u).unwrap()).is_none();
         assert!(ok("http://site.test/a"));
         assert!(ok("http://CDN.test/img.jpg"));
         assert!(!ok("http://other.test/a"));
@@ -82,7 +91,12 @@ mod tests {
             Some(Regex::new(r"\.jpg$").unwrap()),
             None,
         );
-        assert!(narrow.allows(&Url::parse("http://site.test/a.jpg").unwrap()));
-        assert!(!narrow.allows(&Url::parse("http://site.test/a.png").unwrap()));
+        assert!(narrow
+            .refusal(&Url::parse("http://site.test/a.jpg").unwrap())
+            .is_none());
+        assert!(
+            narrow.refusal(&Url::parse("http://site.test/a.png").unwrap())
+                == Some("not matched by --include")
+        );
     }
 }

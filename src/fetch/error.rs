@@ -113,6 +113,20 @@ pub enum FetchError {
     /// robots.txt does not allow the request.
     #[error("{0}")]
     Disallowed(String),
+    /// The site's robots.txt could not be had (5xx, network error, timeout,
+    /// retried already), so nothing on the site is fetched in this run. A
+    /// failure, not a skip, so the user hears of it; not permanent either,
+    /// so the next run asks again.
+    #[error("robots.txt unreachable: {robots}: {error}")]
+    RobotsUnreachable {
+        /// The robots.txt URL.
+        robots: String,
+        /// What went wrong fetching it.
+        error: String,
+    },
+    /// A followed link led to something other than an HTML page.
+    #[error("not an HTML page ({0})")]
+    NotAPage(String),
     /// The job was interrupted (Ctrl-C) during the transfer.
     #[error("interrupted")]
     Interrupted,
@@ -151,6 +165,10 @@ impl FetchError {
             | Self::Unexpected(_)
             | Self::PartialAnswer(_)
             | Self::Disallowed(_)
+            // Its fetch was retried already, and its verdict is kept for
+            // the run: another attempt now would get the same answer.
+            | Self::RobotsUnreachable { .. }
+            | Self::NotAPage(_)
             | Self::Checksum { .. }
             | Self::TooLarge { .. }
             | Self::TooSmall { .. }
@@ -198,6 +216,8 @@ impl FetchError {
             Self::TooSmall { .. } => "too small".into(),
             Self::Meta { source, .. } => format!("metadata: {}", source.reason()),
             Self::Disallowed(_) => "disallowed by robots.txt".into(),
+            Self::RobotsUnreachable { .. } => "robots.txt unreachable".into(),
+            Self::NotAPage(_) => "not a page".into(),
             Self::Checksum { .. } => "checksum mismatch".into(),
             Self::Interrupted => "interrupted".into(),
         }

@@ -580,21 +580,36 @@ impl Fetcher {
     }
 
     /// Fetches a crawled page into memory.
+    ///
+    /// A followed link may lead to anything (an archive, a full-size
+    /// image, source code): what is not HTML is [`FetchError::NotAPage`],
+    /// told from the Content-Type, or, when the server gives none or only
+    /// `application/octet-stream`, from the first bytes. Either way the
+    /// rest of the body is not read.
+    ///
+    /// With the `validators` a page was read under before, the request is
+    /// conditional, and an unchanged page is a [`Small`] with status 304
+    /// and no body.
     pub async fn page(
         &self,
         url: &url::Url,
+        validators: Option<&crate::plan::Validators>,
         stop: &CancellationToken,
     ) -> Result<Small, FetchError> {
-        let doc = self.small(url, PAGE_LIMIT, stop).await?;
-        let html = doc.content_type.as_deref().is_none_or(|ct| {
-            let ct = ct.to_ascii_lowercase();
-            ct.starts_with("text/html") || ct.starts_with("application/xhtml")
-        });
-        if !html {
-            let ct = doc.content_type.unwrap_or_default();
-            return Err(FetchError::Unexpected(format!("not an HTML page ({ct})")));
+        use reqwest::header::{HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH};
+        let mut conditional = Vec::new();
+        if let Some(v) = validators {
+            let value =
+                |s: &Option<String>| s.as_deref().and_then(|s| HeaderValue::from_str(s).ok());
+            if let Some(etag) = value(&v.etag) {
+                conditional.push((IF_NONE_MATCH, etag));
+            }
+            if let Some(lm) = value(&v.last_modified) {
+                conditional.push((IF_MODIFIED_SINCE, lm));
+            }
         }
-        Ok(doc)
+        self.small_checked(url, &conditional, PAGE_LIMIT, stop, page_kind)
+            .await
     }
 
     /// GETs a small document into memory (a page, a metadata document).
@@ -604,20 +619,49 @@ impl Fetcher {
         limit: usize,
         stop: &CancellationToken,
     ) -> Result<Small, FetchError> {
+        self.small_checked(url, &[], limit, stop, |_, _, _| Ok(true))
+            .await
+    }
+
+    /// GETs a small document into memory, once `check` accepts its
+    /// Content-Type and first bytes. `check` answers `Ok(true)` to accept,
+    /// `Ok(false)` to see more bytes, or the error that ends the fetch; at
+    /// the end it is told the body is whole, and must decide.
+    async fn small_checked(
+        &self,
+        url: &url::Url,
+        extra: &[(reqwest::header::HeaderName, reqwest::header::HeaderValue)],
+        limit: usize,
+        stop: &CancellationToken,
+        check: impl Fn(Option<&str>, &[u8], bool) -> Result<bool, FetchError>,
+    ) -> Result<Small, FetchError> {
         let resp = tokio::select! {
             biased;
             _ = stop.cancelled() => return Err(FetchError::Interrupted),
-            r = self.client.get(url, &[]) => r?,
+            r = self.client.get(url, extra) => r?,
         };
         let status = resp.status();
+        let final_url = resp.url().clone();
+        let content_type = header_str(resp.headers(), reqwest::header::CONTENT_TYPE);
+        let etag = header_str(resp.headers(), reqwest::header::ETAG);
+        let last_modified = header_str(resp.headers(), reqwest::header::LAST_MODIFIED);
+        if status == StatusCode::NOT_MODIFIED && !extra.is_empty() {
+            return Ok(Small {
+                status: status.as_u16(),
+                url: final_url,
+                content_type,
+                etag,
+                last_modified,
+                body: Vec::new(),
+            });
+        }
         if !status.is_success() {
             return Err(status_error(resp).await);
         }
-        let final_url = resp.url().clone();
-        let content_type = header_str(resp.headers(), reqwest::header::CONTENT_TYPE);
         let expected = resp.content_length();
         let mut resp = resp;
         let mut body = Vec::new();
+        let mut accepted = check(content_type.as_deref(), &body, false)?;
         loop {
             let chunk = tokio::select! {
                 biased;
@@ -629,11 +673,17 @@ impl Fetcher {
                 .bytes
                 .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
             body.extend_from_slice(&chunk);
+            if !accepted {
+                accepted = check(content_type.as_deref(), &body, false)?;
+            }
             if body.len() > limit {
                 return Err(FetchError::TooLarge {
                     limit: limit as u64,
                 });
             }
+        }
+        if !accepted {
+            check(content_type.as_deref(), &body, true)?;
         }
         if let Some(expected) = expected.filter(|&e| (body.len() as u64) < e) {
             return Err(FetchError::Truncated {
@@ -645,6 +695,8 @@ impl Fetcher {
             status: status.as_u16(),
             url: final_url,
             content_type,
+            etag,
+            last_modified,
             body,
         })
     }
@@ -692,8 +744,42 @@ pub struct Small {
     pub url: url::Url,
     /// Content-Type.
     pub content_type: Option<String>,
+    /// ETag, for a later conditional request.
+    pub etag: Option<String>,
+    /// Last-Modified, likewise.
+    pub last_modified: Option<String>,
     /// The body.
     pub body: Vec<u8>,
+}
+
+/// Bytes looked at to tell a page without a Content-Type (the WHATWG
+/// sniffing algorithm reads at most 1445; markup starts well before).
+const SNIFF_PAGE: usize = 512;
+
+/// Whether a followed link's answer is an HTML page (see
+/// [`Fetcher::page`]): `Ok(false)` while too few bytes have come to tell.
+fn page_kind(content_type: Option<&str>, head: &[u8], whole: bool) -> Result<bool, FetchError> {
+    let mime = content_type
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|m| !m.is_empty() && m != "application/octet-stream");
+    let not_a_page = |what: String| Err(FetchError::NotAPage(what));
+    match mime {
+        Some(m) if m == "text/html" || m == "application/xhtml+xml" => Ok(true),
+        Some(m) => not_a_page(m),
+        // No type, or "some bytes": look at them, as a browser would.
+        None if head.len() < SNIFF_PAGE && !whole => Ok(false),
+        None => match crate::check::sniff(head) {
+            Some("text/html") => Ok(true),
+            Some(other) => not_a_page(format!("{other}, by its first bytes")),
+            None => not_a_page("no Content-Type, and its first bytes are not HTML".into()),
+        },
+    }
 }
 
 /// The first bytes of a held-back body, for sniffing.

@@ -70,6 +70,8 @@ pub struct Item {
     pub kind: Kind,
     /// The crawled page a file was found on.
     pub page: Option<Arc<PageRef>>,
+    /// For a page: the page that linked to it.
+    pub parent: Option<i64>,
     /// The table row it came from.
     pub row: Option<Arc<RowRef>>,
 }
@@ -108,6 +110,8 @@ pub struct Planner {
     namer: Namer,
     overwrite: bool,
     retry_failed: bool,
+    /// Pages read before are read again, with their validators (`--refresh`).
+    refresh: bool,
     /// Whether the last URL planned was known to the store: a re-run looks
     /// up first, a first run inserts first, and each saves a statement.
     rerun: std::cell::Cell<bool>,
@@ -160,10 +164,18 @@ impl Planner {
             namer,
             overwrite,
             retry_failed,
+            refresh: false,
             rerun: std::cell::Cell::new(false),
             empty_output: false,
             protected: Default::default(),
         }
+    }
+
+    /// Reads pages read before again, asking the server whether they
+    /// changed (`--refresh`).
+    pub fn with_refresh(mut self, yes: bool) -> Self {
+        self.refresh = yes;
+        self
     }
 
     /// Keeps downloads off these names (relative to the output directory):
@@ -197,7 +209,7 @@ impl Planner {
     /// in `store`.
     pub fn plan(&self, store: &dyn JobStore, entry: Entry, n: u64) -> Result<Planned, StoreError> {
         let origin = entry.origin;
-        let (kind, page, row) = (entry.kind, entry.page, entry.row);
+        let (kind, page, row, parent) = (entry.kind, entry.page, entry.row, entry.parent);
         let with_row = |p: Planned| match p {
             Planned::Settled(mut o) => {
                 o.row = row.clone();
@@ -246,10 +258,12 @@ impl Planner {
             validators: None,
             kind,
             page,
+            parent,
             row,
         };
+        let is_page = matches!(item.kind, Kind::Page { .. });
         let known = if self.rerun.get() {
-            store.lookup(item.url.as_str())?
+            store.lookup(item.url.as_str(), is_page)?
         } else {
             None
         };
@@ -261,7 +275,7 @@ impl Planner {
                     return Ok(planned);
                 }
                 Err(item) => {
-                    let row = store.lookup(item.url.as_str())?;
+                    let row = store.lookup(item.url.as_str(), is_page)?;
                     (item, row)
                 }
             },
@@ -297,7 +311,9 @@ impl Planner {
             Kind::Page { depth } => Some(depth),
             Kind::File => None,
         };
-        let page_id = item.page.as_ref().map(|p| p.id);
+        // A file's page is the one that showed it; a page's, the one that
+        // linked to it (a re-run with --refresh walks down from there).
+        let page_id = item.page.as_ref().map(|p| p.id).or(item.parent);
         let insert = |path: Option<&str>| {
             store.try_insert(
                 item.url.as_str(),
@@ -443,14 +459,33 @@ impl Planner {
         if row.is_page {
             // A page parsed before is not fetched again; its files and links
             // are in the store and carried on with on their own.
-            if row.state == State::Ok {
+            // A link that led to a file is not fetched again either.
+            let reason = match (row.state, row.reason.as_deref()) {
+                (State::Ok, _) if !self.refresh => Some("done"),
+                (State::Skipped, Some(r @ "not a page")) => Some(r),
+                _ => None,
+            };
+            if let Some(reason) = reason {
                 let mut o = Outcome::new(item.url.to_string(), &item.origin, Status::Skipped);
                 o.id = Some(row.id);
                 o.recorded = true;
-                o.reason = Some("done".into());
+                o.reason = Some(reason.into());
+                o.error = row.error.clone();
                 o.kind = Some(crate::report::OutcomeKind::Page);
                 return Ok(Planned::Settled(o));
             }
+            // Read again: only if it changed, when it was read before.
+            let validators = Validators {
+                etag: row.etag,
+                last_modified: row.last_modified,
+                total: None,
+            };
+            let item = Item {
+                validators: (row.state == State::Ok
+                    && (validators.etag.is_some() || validators.last_modified.is_some()))
+                .then_some(validators),
+                ..item
+            };
             return Ok(Planned::Fetch(item));
         }
         let dest = row.path.as_deref().map(|p| {

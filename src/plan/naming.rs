@@ -22,6 +22,10 @@ pub const PART_SUFFIX: &str = ".part";
 
 pub use crate::store::STATE_DIR;
 
+/// What stands for each unsafe character of a name: separators, control
+/// characters and what Windows forbids (`a/b:c` → `a_b_c`).
+pub const REPLACEMENT: &str = "_";
+
 /// Longest file name we produce, in bytes. Leaves room under the common
 /// 255-byte limit for a collision counter and the `.part` suffix.
 const MAX_NAME: usize = 200;
@@ -122,7 +126,7 @@ pub fn sanitize_component(raw: &str) -> Option<String> {
     let opts = sanitize_filename::Options {
         windows: true,
         truncate: false,
-        replacement: "_",
+        replacement: REPLACEMENT,
     };
     let unbidi: String;
     let raw = if raw.chars().any(is_bidi_control) {
@@ -230,7 +234,13 @@ pub fn name_from_content_disposition(value: &str) -> Option<String> {
 /// The values `--name` (and `--url`, `--meta-url`) templates can use for one
 /// item: `{name}` `{stem}` `{ext}` `{host}` `{path}` `{n}` `{row}`,
 /// `{col.NAME}` (a field of the input row) and `{meta.FIELD}` (a field of the
-/// item's metadata document).
+/// item's metadata document), and for a crawled file its page's
+/// `{page.title}` `{page.url}` `{page.host}` `{page.n}`.
+///
+/// A page field is one folder or file name, whatever the page says: its
+/// `/` and `\` become [`REPLACEMENT`] as the template is rendered, so a
+/// title such as `Cats / Dogs` names one folder. Only a `/` written in the
+/// template makes a directory.
 pub struct ItemFields<'a> {
     /// The item's URL.
     pub url: &'a Url,
@@ -311,6 +321,14 @@ impl crate::template::Fields for ItemFields<'_> {
             "row" => Cow::Owned(self.row.to_string()),
             _ => return None,
         })
+    }
+
+    fn separator_replacement(&self, name: &str) -> Option<&'static str> {
+        // A page's title and URL are text the site chose, not a path the
+        // user asked for; `{col.…}` and `{meta.…}` stay as they are, since
+        // the same fields fill `--url` and `--meta-url`, and a user who
+        // writes `{col.dir}` may mean the directories it holds.
+        name.starts_with("page.").then_some(REPLACEMENT)
     }
 }
 
@@ -520,7 +538,98 @@ mod tests {
         assert!(namer.at_plan_time(&u));
     }
 
+    fn page(title: &str) -> crate::source::PageRef {
+        crate::source::PageRef {
+            id: 1,
+            url: "http://h/a/b.html".into(),
+            title: Some(title.into()),
+            folder: String::new(),
+            n: 3,
+        }
+    }
+
+    fn into_parts(template: &str, page: &crate::source::PageRef) -> Vec<String> {
+        let u = url("http://h/x/y.jpg");
+        let f = ItemFields {
+            url: &u,
+            n: 1,
+            row: 0,
+            cols: None,
+            meta: None,
+            detected_ext: None,
+            page: Some(page),
+        };
+        let t = crate::template::Template::parse(template).unwrap();
+        split_rendered(&t.render(&f).unwrap())
+    }
+
+    #[test]
+    fn a_page_title_is_one_folder_whatever_it_holds() {
+        let p = page(r"Cats / Dogs \ Birds");
+        let parts = into_parts("{page.title}", &p);
+        assert_eq!(parts, [r"Cats _ Dogs _ Birds"]);
+        let out = OutputDir::new("/out");
+        assert_eq!(out.resolve(&parts).unwrap().rel, "Cats _ Dogs _ Birds");
+        // Only the template's own / makes a directory.
+        assert_eq!(
+            into_parts("{page.host}/{page.title}/{page.n}", &p),
+            ["h", "Cats _ Dogs _ Birds", "3"]
+        );
+        assert_eq!(
+            into_parts("{page.url}", &p),
+            ["http:__h_a_b.html"],
+            "the page URL is one name too"
+        );
+        // Filters see the title as the page wrote it.
+        assert_eq!(
+            into_parts("{page.title|replace(' / ','-')}", &p),
+            [r"Cats-Dogs _ Birds"]
+        );
+        // Titles that are nothing but separators and dots stay one name
+        // that resolve can use, never a climb out of the folder.
+        for (title, want) in [("../..", ".._.."), ("/", "_"), (r"..\x", ".._x")] {
+            let parts = into_parts("{page.title}", &page(title));
+            assert_eq!(parts, [want], "{title}");
+            let d = out.resolve(&parts).unwrap();
+            assert!(!d.rel.contains('/'), "{title} -> {d:?}");
+        }
+    }
+
+    #[test]
+    fn other_fields_keep_their_separators() {
+        use crate::template::{Fields, Template};
+        let p = page("A/B");
+        let u = url("http://h/dir/sub/y.jpg");
+        let cols = std::collections::HashMap::from([("dir", "x/y")]);
+        let f = ItemFields {
+            url: &u,
+            n: 1,
+            row: 0,
+            cols: Some(&cols),
+            meta: None,
+            detected_ext: None,
+            page: Some(&p),
+        };
+        assert_eq!(f.separator_replacement("page.title"), Some(REPLACEMENT));
+        assert_eq!(f.separator_replacement("path"), None);
+        let t = Template::parse("{path}/{col.dir}/{page.title}/{name}").unwrap();
+        assert_eq!(
+            split_rendered(&t.render(&f).unwrap()),
+            ["dir", "sub", "x", "y", "A_B", "y.jpg"]
+        );
+        // The raw value is still there for other uses of the fields.
+        assert_eq!(f.get("page.title").as_deref(), Some("A/B"));
+    }
+
     proptest! {
+        #[test]
+        fn a_page_title_never_splits(title in any::<String>()) {
+            let p = page(&title);
+            let parts = into_parts("t/{page.title|default('x')}", &p);
+            prop_assert!(parts.len() <= 2, "{:?}", parts);
+            prop_assert_eq!(&parts[0], "t");
+        }
+
         #[test]
         fn the_fast_path_agrees_with_the_crate(name in "[a-zA-Z0-9._+~-]{1,40}") {
             if is_plain(&name) {

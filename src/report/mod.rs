@@ -237,6 +237,9 @@ enum Failed {
     Switching,
 }
 
+/// The reason of a page a `--refresh` found unchanged (HTTP 304).
+pub const UNCHANGED: &str = "unchanged";
+
 /// The manifest's CSV columns, before any `--keep-columns`.
 const CSV_FIELDS: [&str; 14] = [
     "url",

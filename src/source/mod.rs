@@ -117,8 +117,11 @@ pub struct Entry {
     pub kind: Kind,
     /// The page it was found on, for files found by a crawl.
     pub page: Option<Arc<PageRef>>,
-    /// Found on a crawled page rather than read from the input.
+    /// Found on a crawled page (or carried on from an earlier run) rather
+    /// than read from the input: a duplicate of it is not an input row.
     pub discovered: bool,
+    /// For a page found by a crawl: the page that linked to it.
+    pub parent: Option<i64>,
     /// The table row it came from (CSV, TSV, JSONL, parquet inputs).
     pub row: Option<Arc<RowRef>>,
 }
@@ -132,6 +135,7 @@ impl Entry {
             kind: Kind::File,
             page: None,
             discovered: false,
+            parent: None,
             row: None,
         }
     }
@@ -483,6 +487,9 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
                             line: u.line,
                         };
                         let mut entry = Entry::new(origin, Ok(u.url));
+                        // Also reached again by the crawl: one report each.
+                        entry.discovered = true;
+                        entry.parent = u.parent;
                         if let Some(depth) = u.page_depth {
                             entry.kind = Kind::Page { depth };
                         }

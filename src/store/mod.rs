@@ -61,6 +61,10 @@ pub struct ItemRecord {
     pub resumable: bool,
     /// 429 and 503 answers it met, all runs.
     pub throttled: u32,
+    /// Its row.
+    pub id: i64,
+    /// A crawled page (its `path` is its folder).
+    pub is_page: bool,
 }
 
 /// What the job asks of its state. See the module documentation.
@@ -71,8 +75,8 @@ pub trait JobStore: Send {
     fn begin(&mut self) -> Result<(), StoreError>;
     /// Commits the open batch, if any.
     fn commit(&mut self) -> Result<(), StoreError>;
-    /// The item of `url`, if it was ever planned.
-    fn lookup(&self, url: &str) -> Result<Option<Row>, StoreError>;
+    /// The item of `url` as a page or as a file, if it was ever planned.
+    fn lookup(&self, url: &str, page: bool) -> Result<Option<Row>, StoreError>;
     /// Whether some item already owns `path`.
     fn path_taken(&self, path: &str) -> Result<bool, StoreError>;
     /// Records a new item, unless its URL or its path is taken.
@@ -122,6 +126,18 @@ pub trait JobStore: Send {
     fn runs(&self) -> Result<u64, StoreError>;
     /// Every item, in planning order.
     fn each_item(&self, f: &mut dyn FnMut(ItemRecord)) -> Result<(), StoreError>;
+    /// Up to `limit` items this run has not planned, after row `after`, in
+    /// planning order.
+    fn unseen(
+        &self,
+        after: i64,
+        limit: u32,
+        f: &mut dyn FnMut(ItemRecord),
+    ) -> Result<(), StoreError>;
+    /// The folder a page's files went to, once it was read.
+    fn folder_of(&self, page: i64) -> Result<Option<String>, StoreError>;
+    /// The pages `page` linked to.
+    fn each_child_page(&self, page: i64, f: &mut dyn FnMut(Unfinished)) -> Result<(), StoreError>;
     /// Whether the disk filled under the store (the job must stop writing
     /// files); a store on another machine's disk never says so.
     fn disk_full(&self) -> bool {
@@ -139,8 +155,8 @@ impl JobStore for Store {
     fn commit(&mut self) -> Result<(), StoreError> {
         Store::commit(self)
     }
-    fn lookup(&self, url: &str) -> Result<Option<Row>, StoreError> {
-        Store::lookup(self, url)
+    fn lookup(&self, url: &str, page: bool) -> Result<Option<Row>, StoreError> {
+        Store::lookup(self, url, page)
     }
     fn path_taken(&self, path: &str) -> Result<bool, StoreError> {
         Store::path_taken(self, path)
@@ -205,6 +221,20 @@ impl JobStore for Store {
     fn each_item(&self, f: &mut dyn FnMut(ItemRecord)) -> Result<(), StoreError> {
         Store::each_item(self, f)
     }
+    fn each_child_page(&self, page: i64, f: &mut dyn FnMut(Unfinished)) -> Result<(), StoreError> {
+        Store::each_child_page(self, page, f)
+    }
+    fn folder_of(&self, page: i64) -> Result<Option<String>, StoreError> {
+        Store::folder_of(self, page)
+    }
+    fn unseen(
+        &self,
+        after: i64,
+        limit: u32,
+        f: &mut dyn FnMut(ItemRecord),
+    ) -> Result<(), StoreError> {
+        Store::unseen(self, after, limit, f)
+    }
     fn disk_full(&self) -> bool {
         self.reserve_used()
     }
@@ -253,7 +283,7 @@ mod tests {
         store.mark_synced(&[a]).unwrap();
         store.commit().unwrap();
 
-        let row = store.lookup("http://h/a").unwrap().unwrap();
+        let row = store.lookup("http://h/a", false).unwrap().unwrap();
         assert_eq!((row.state, row.bytes, row.total), (State::Ok, 10, Some(10)));
         let mut failed_urls = Vec::new();
         store

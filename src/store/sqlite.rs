@@ -177,6 +177,8 @@ pub struct Unfinished {
     pub page_depth: Option<u32>,
     /// The page a file was found on: (id, url, title, folder).
     pub page: Option<(i64, String, Option<String>, String)>,
+    /// The page that linked to a page, when recorded.
+    pub parent: Option<i64>,
 }
 
 /// What the ledger writes when an item finishes.
@@ -200,15 +202,15 @@ pub struct Finish {
     pub throttled: u32,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS runs (
+/// The columns of `items`, shared by the schema and the migration that
+/// rebuilds the table. A URL is one item as a page and one as a file: a
+/// link followed to an image and the same image shown by an `<img>` are
+/// two things to do.
+macro_rules! items_columns {
+    () => {
+        "(
     id INTEGER PRIMARY KEY,
-    started_at INTEGER NOT NULL,
-    version TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS items (
-    id INTEGER PRIMARY KEY,
-    url TEXT NOT NULL UNIQUE,
+    url TEXT NOT NULL,
     input TEXT,
     line INTEGER,
     path TEXT UNIQUE,
@@ -231,9 +233,22 @@ CREATE TABLE IF NOT EXISTS items (
     title TEXT,
     links INTEGER,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    UNIQUE (url, kind)
+)"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    version TEXT NOT NULL
 );
-";
+CREATE TABLE IF NOT EXISTS items ",
+    items_columns!(),
+    ";"
+);
 
 /// Takes the exclusive lock on the job in `state_dir` and writes our pid
 /// in it. The kernel drops an `flock` when its holder exits however it
@@ -276,7 +291,8 @@ fn lock(out_dir: &Path, state_dir: &Path) -> Result<std::fs::File, StoreError> {
 /// 0: the first release's. 1: `items.total`, the size the server announced
 /// for a transfer in progress, checked against a resumed 206.
 /// 2: `items.throttled`, the 429 and 503 answers an item met, all runs.
-pub const SCHEMA_VERSION: i64 = 2;
+/// 3: a URL is unique per kind (page or file), not overall.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Brings a store written by an earlier release up to [`SCHEMA_VERSION`],
 /// one step at a time; refuses one written by a newer release.
@@ -301,6 +317,37 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     if version < 2 && !has_column(conn, "throttled").map_err(err)? {
         conn.execute_batch("ALTER TABLE items ADD COLUMN throttled INTEGER NOT NULL DEFAULT 0")
             .map_err(err)?;
+    }
+    if version < 3 {
+        // SQLite cannot drop a column's UNIQUE: the table is copied into
+        // one with the new key, in one transaction.
+        let old: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'items'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if old.contains("url TEXT NOT NULL UNIQUE") {
+            conn.execute_batch(concat!(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE items_v3 ",
+                items_columns!(),
+                ";
+                 INSERT INTO items_v3 (id, url, input, line, path, state, permanent,
+                        http_status, bytes, sha256, etag, last_modified, total, attempts,
+                        throttled, error, reason, seen_run, kind, depth, page_id, title, links,
+                        created_at, updated_at)
+                 SELECT id, url, input, line, path, state, permanent,
+                        http_status, bytes, sha256, etag, last_modified, total, attempts,
+                        throttled, error, reason, seen_run, kind, depth, page_id, title, links,
+                        created_at, updated_at FROM items;
+                 DROP TABLE items;
+                 ALTER TABLE items_v3 RENAME TO items;
+                 COMMIT;"
+            ))
+            .map_err(err)?;
+        }
     }
     if version < SCHEMA_VERSION {
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
@@ -510,15 +557,15 @@ impl Store {
         Ok(())
     }
 
-    /// The row of `url`, if it was ever planned.
-    pub fn lookup(&self, url: &str) -> Result<Option<Row>, StoreError> {
+    /// The row of `url` as a page or as a file, if it was ever planned.
+    pub fn lookup(&self, url: &str, page: bool) -> Result<Option<Row>, StoreError> {
         self.q(|c| {
             c.prepare_cached(
                 "SELECT id, state, path, bytes, sha256, etag, last_modified, permanent,
                         error, reason, http_status, attempts, seen_run, kind = 'page', total
-                 FROM items WHERE url = ?1",
+                 FROM items WHERE url = ?1 AND kind = ?2",
             )?
-            .query_row([url], row)
+            .query_row(params![url, if page { "page" } else { "file" }], row)
             .optional()
         })
     }
@@ -638,7 +685,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.q(|c| {
             let mut stmt = c.prepare(
-                "SELECT i.url, i.input, i.line, i.kind, i.depth, p.id, p.url, p.title, p.path
+                "SELECT i.url, i.input, i.line, i.kind, i.depth, p.id, p.url, p.title, p.path,
+                        i.page_id
                  FROM items i LEFT JOIN items p ON p.id = i.page_id
                  WHERE i.state IN ('pending', 'saved')
                     OR (i.state = 'failed' AND (i.permanent = 0 OR ?1))
@@ -647,7 +695,7 @@ impl Store {
             let mut rows = stmt.query([retry_failed])?;
             while let Some(r) = rows.next()? {
                 let kind: String = r.get(3)?;
-                let page = match r.get::<_, Option<i64>>(5)? {
+                let page = match r.get::<_, Option<i64>>(5)?.filter(|_| kind == "file") {
                     Some(id) => Some((
                         id,
                         r.get(6)?,
@@ -662,6 +710,44 @@ impl Store {
                     line: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
                     page_depth: (kind == "page").then(|| r.get::<_, u32>(4)).transpose()?,
                     page,
+                    parent: if kind == "page" { r.get(9)? } else { None },
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// The folder a page's files went to, once it was read.
+    pub fn folder_of(&self, page: i64) -> Result<Option<String>, StoreError> {
+        self.q(|c| {
+            c.prepare_cached("SELECT path FROM items WHERE id = ?1 AND kind = 'page'")?
+                .query_row([page], |r| r.get(0))
+                .optional()
+                .map(Option::flatten)
+        })
+    }
+
+    /// The pages `page` linked to, as [`Unfinished`] entries (whatever
+    /// their state): a page found unchanged goes on to them.
+    pub fn each_child_page(
+        &self,
+        page: i64,
+        mut f: impl FnMut(Unfinished),
+    ) -> Result<(), StoreError> {
+        self.q(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT url, input, line, depth FROM items
+                 WHERE page_id = ?1 AND kind = 'page' ORDER BY id",
+            )?;
+            let mut rows = stmt.query([page])?;
+            while let Some(r) = rows.next()? {
+                f(Unfinished {
+                    url: r.get(0)?,
+                    input: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    line: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                    page_depth: Some(r.get(3)?),
+                    page: None,
+                    parent: Some(page),
                 });
             }
             Ok(())
@@ -789,14 +875,36 @@ impl Store {
 
     /// Every item, in the order they were planned, for `haul status`.
     pub fn each_item(&self, mut f: impl FnMut(super::ItemRecord)) -> Result<(), StoreError> {
+        self.items_after(false, 0, None, &mut f)
+    }
+
+    /// Up to `limit` items this run has not planned, after row `after`.
+    pub fn unseen(
+        &self,
+        after: i64,
+        limit: u32,
+        mut f: impl FnMut(super::ItemRecord),
+    ) -> Result<(), StoreError> {
+        self.items_after(true, after, Some(limit), &mut f)
+    }
+
+    fn items_after(
+        &self,
+        unseen_only: bool,
+        after: i64,
+        limit: Option<u32>,
+        f: &mut dyn FnMut(super::ItemRecord),
+    ) -> Result<(), StoreError> {
         self.q(|c| {
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare_cached(
                 "SELECT url, path, state, http_status, bytes, sha256, attempts, error, reason,
                         input, line, permanent, etag IS NOT NULL OR last_modified IS NOT NULL,
-                        throttled
-                 FROM items ORDER BY id",
+                        throttled, id, kind = 'page'
+                 FROM items WHERE id > ?3 AND (?1 = 0 OR seen_run != ?2)
+                 ORDER BY id LIMIT ?4",
             )?;
-            let mut rows = stmt.query([])?;
+            let limit = limit.map_or(-1, i64::from);
+            let mut rows = stmt.query(params![unseen_only, self.run, after, limit])?;
             while let Some(r) = rows.next()? {
                 f(super::ItemRecord {
                     url: r.get(0)?,
@@ -813,6 +921,8 @@ impl Store {
                     permanent: r.get(11)?,
                     resumable: r.get(12)?,
                     throttled: r.get(13)?,
+                    id: r.get(14)?,
+                    is_page: r.get(15)?,
                 });
             }
             Ok(())
@@ -887,7 +997,7 @@ mod tests {
 
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.run(), 2);
-        let r = s.lookup("http://h/a").unwrap().unwrap();
+        let r = s.lookup("http://h/a", false).unwrap().unwrap();
         assert_eq!(
             (r.state, r.etag.as_deref(), r.seen_run),
             (State::Pending, Some("\"e1\""), 1)
@@ -903,7 +1013,7 @@ mod tests {
             },
         )
         .unwrap();
-        let r = s.lookup("http://h/a").unwrap().unwrap();
+        let r = s.lookup("http://h/a", false).unwrap().unwrap();
         assert_eq!((r.state, r.permanent, r.attempts), (State::Failed, true, 2));
         let mut failed = Vec::new();
         s.each_failed(|u, i, l| {

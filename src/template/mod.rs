@@ -26,7 +26,10 @@
 //!
 //! Rendering does not sanitize. A rendered name is split on `/` and the parts
 //! go to [`crate::plan::naming::OutputDir::resolve`], the one place that cleans
-//! path components and proves the result stays in the output directory.
+//! path components and proves the result stays in the output directory. The
+//! one exception is a field that [`Fields`] declares a single component (a
+//! page title): its separators are replaced as it is rendered, because after
+//! rendering nothing can tell its `/` from one written in the template.
 
 use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap};

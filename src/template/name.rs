@@ -9,6 +9,18 @@ use super::*;
 pub trait Fields {
     /// The value of field `name`, or `None` when there is no such field.
     fn get(&self, name: &str) -> Option<Cow<'_, str>>;
+
+    /// What stands for `/` and `\` in field `name`'s value when that value
+    /// is one path component whatever text it holds (a page title: `Cats /
+    /// Dogs` names one folder, not two). `None`, the default, leaves the
+    /// value as it is, so a field that holds a path (`{path}`) still makes
+    /// directories.
+    ///
+    /// [`Template::render`] replaces after the field's filters, so
+    /// `{page.title|replace('/',' - ')}` can still choose its own.
+    fn separator_replacement(&self, _name: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 impl<K, V, S> Fields for HashMap<K, V, S>
@@ -35,6 +47,10 @@ where
 impl<T: Fields + ?Sized> Fields for &T {
     fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         (**self).get(name)
+    }
+
+    fn separator_replacement(&self, name: &str) -> Option<&'static str> {
+        (**self).separator_replacement(name)
     }
 }
 
@@ -179,7 +195,9 @@ impl Template {
     /// Renders the template with one item's fields.
     ///
     /// The result is not sanitized: split it on `/` and pass the parts to
-    /// [`crate::plan::naming::OutputDir::resolve`].
+    /// [`crate::plan::naming::OutputDir::resolve`]. A field whose
+    /// [`Fields::separator_replacement`] says it is one component has its
+    /// `/` and `\` replaced, so only the template's own `/` splits.
     pub fn render(&self, fields: &dyn Fields) -> Result<String, RenderError> {
         let mut out = String::new();
         for part in &self.parts {
@@ -190,9 +208,10 @@ impl Template {
                     for f in filters {
                         value = f.apply(value, name)?;
                     }
-                    match value {
-                        Some(v) => out.push_str(&v),
-                        None => return Err(RenderError::UnknownField(name.clone())),
+                    match (value, fields.separator_replacement(name)) {
+                        (Some(v), None) => out.push_str(&v),
+                        (Some(v), Some(with)) => out.push_str(&v.replace(['/', '\\'], with)),
+                        (None, _) => return Err(RenderError::UnknownField(name.clone())),
                     }
                 }
             }

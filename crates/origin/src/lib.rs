@@ -27,8 +27,8 @@
 //! | `/redirect-loop/<n>` | 302 to `/redirect-loop/<n+1>` |
 //! | `/html/<any>` | a small `text/html` page |
 //! | `/chunked/<any>?size=N` | content with chunked transfer encoding, no Content-Length |
-//! | `/static/<rel>` | the file `<rel>` under [`Config::static_root`], typed by extension |
-//! | `/robots.txt` | `robots.txt` under [`Config::static_root`], if there is one |
+//! | `/static/<rel>` | the file `<rel>` under [`Config::static_root`], typed by extension; ETag of the content, 304 to a matching `If-None-Match` |
+//! | `/robots.txt` | [`Config::robots_status`] if set, else `robots.txt` under [`Config::static_root`], if there is one |
 //! | anything else | 404 |
 //!
 //! Any route given `close=1` in its query answers with `Connection: close`.
@@ -109,6 +109,10 @@ pub struct Config {
     /// Latency added per request already in flight, on top of `latency`: a
     /// server that slows down as load rises.
     pub latency_per_in_flight: Duration,
+    /// Answer `/robots.txt` with this status (a one-line body, as
+    /// `/status/`) instead of the file: a site whose robots.txt is
+    /// unreachable (5xx) or unavailable (4xx), while its other routes work.
+    pub robots_status: Option<u16>,
 }
 
 impl Default for Config {
@@ -128,6 +132,7 @@ impl Default for Config {
             max_in_flight: None,
             throttle_retry_after: 1,
             latency_per_in_flight: Duration::ZERO,
+            robots_status: None,
         }
     }
 }

@@ -219,14 +219,18 @@ fn route(shared: &Shared, conn: &ConnState, req: &Request<Incoming>) -> Reply {
         ),
         ("chunked", Some(_)) => content(&ctx, Options::new().chunked()),
         ("static", Some(rest)) => static_file(&ctx, rest),
-        ("robots.txt", None) => static_file(&ctx, "robots.txt"),
+        ("robots.txt", None) => match ctx.shared.config.robots_status {
+            Some(code) => status(&code.to_string()),
+            None => static_file(&ctx, "robots.txt"),
+        },
         _ => Reply::not_found(),
     }
 }
 
 /// `/static/<rel>`: a file under [`crate::Config::static_root`], for tests
 /// that need real files (images, JSON). Test-only, so the file is read on
-/// the spot; `..` and anything but plain names are refused.
+/// the spot; `..` and anything but plain names are refused. Each answer
+/// has an ETag of the content; `If-None-Match` with it gets a 304.
 fn static_file(ctx: &Ctx<'_>, rest: &str) -> Reply {
     let Some(root) = &ctx.shared.config.static_root else {
         return Reply::not_found();
@@ -253,11 +257,33 @@ fn static_file(ctx: &Ctx<'_>, rest: &str) -> Reply {
         Some("txt") => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     };
-    let mut reply = Reply::empty(StatusCode::OK);
-    reply
-        .headers
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-    reply.body = Kind::Text(Some(Bytes::from(bytes)));
+    // An ETag from the content, so that a test that rewrites a page sees
+    // it change at once (Last-Modified has whole seconds), and a 304 to
+    // a conditional request whose ETag still matches.
+    let etag = format!(
+        "\"s{:016x}\"",
+        crate::content::hash_bytes(0x7374_6174_6963, &bytes)
+    );
+    let unchanged = ctx
+        .req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut reply = Reply::empty(if unchanged {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    });
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        reply.headers.insert(header::ETAG, v);
+    }
+    if !unchanged {
+        reply
+            .headers
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+        reply.body = Kind::Text(Some(Bytes::from(bytes)));
+    }
     reply
 }
 

@@ -457,6 +457,24 @@ async fn config_switches() {
 }
 
 #[tokio::test]
+async fn robots_status_answers_robots_txt_only() {
+    let origin = Origin::start(Config {
+        robots_status: Some(503),
+        ..Config::default()
+    })
+    .await
+    .expect("origin starts");
+    let r = get(&origin, "/robots.txt").await;
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (503, &b"503 Service Unavailable\n"[..])
+    );
+    assert_eq!(get(&origin, "/file/a").await.status, 200);
+    assert_eq!(origin.requests("/robots.txt"), 1);
+    origin.stop().await;
+}
+
+#[tokio::test]
 async fn dropping_the_origin_closes_it() {
     let origin = Origin::start(Config::default())
         .await
