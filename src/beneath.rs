@@ -243,6 +243,70 @@ impl Root {
         Ok(())
     }
 
+    /// Puts the file at `from` at `to` as well: a hard link when the file
+    /// system allows one (no space used), else a copy written under a
+    /// temporary name and renamed into place. The file linked is the one
+    /// `from` names when it is opened (without following a link there), so
+    /// a name swapped meanwhile cannot redirect it; whatever stands at `to`
+    /// is replaced, never written through. Says whether it linked.
+    pub fn place(&self, from: &str, to: &str, bytes: u64) -> io::Result<bool> {
+        let src = self.open_read(from)?;
+        let st = rustix::fs::fstat(&src)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+            || st.st_size as u64 != bytes
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{from:?} is no longer the file downloaded"),
+            ));
+        }
+        let (dir, name) = self.parent(to, true)?;
+        let at = dir.fd(self);
+        match rustix::fs::unlinkat(at, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let proc = format!("/proc/self/fd/{}", src.as_raw_fd());
+            let linked = rustix::fs::linkat(
+                rustix::fs::CWD,
+                proc.as_str(),
+                at,
+                name,
+                AtFlags::SYMLINK_FOLLOW,
+            );
+            match linked {
+                Ok(()) => return Ok(true),
+                // Across devices, or a file system without hard links (or
+                // /proc): copy instead.
+                Err(Errno::XDEV | Errno::PERM | Errno::MLINK | Errno::NOTSUP | Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let tmp = format!("{to}.part");
+        let mut dst = self.create(&tmp)?;
+        let copied = io::copy(&mut &src, &mut dst).and_then(|n| {
+            if n == bytes {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("copied {n} bytes of {bytes}"),
+                ))
+            }
+        });
+        if let Err(e) = copied.and_then(|()| {
+            drop(dst);
+            self.rename(&tmp, to)
+        }) {
+            let _ = self.remove(&tmp);
+            return Err(e);
+        }
+        Ok(false)
+    }
+
     /// Opens an unnamed file (`O_TMPFILE`) in the directory that will hold
     /// `rel`, returning it with that directory for [`Root::link_in`].
     #[cfg(target_os = "linux")]
@@ -322,6 +386,35 @@ mod tests {
         std::fs::create_dir(&elsewhere).unwrap();
         let root = Root::open(tmp.path().join("out")).unwrap();
         (tmp, root, elsewhere)
+    }
+
+    #[test]
+    fn place_links_the_file_itself_and_never_writes_through_a_link() {
+        use std::os::unix::fs::MetadataExt;
+        let (_tmp, root, elsewhere) = setup();
+        let out = root.path().to_path_buf();
+        std::fs::create_dir(out.join("A")).unwrap();
+        std::fs::write(out.join("A/x.jpg"), b"image").unwrap();
+        // A link planted where the placement goes is replaced, not followed.
+        std::fs::write(elsewhere.join("victim"), b"keep").unwrap();
+        std::fs::create_dir(out.join("B")).unwrap();
+        symlink(elsewhere.join("victim"), out.join("B/x.jpg")).unwrap();
+        assert!(root.place("A/x.jpg", "B/x.jpg", 5).unwrap(), "linked");
+        assert_eq!(std::fs::read(elsewhere.join("victim")).unwrap(), b"keep");
+        let (a, b) = (
+            std::fs::symlink_metadata(out.join("A/x.jpg")).unwrap(),
+            std::fs::symlink_metadata(out.join("B/x.jpg")).unwrap(),
+        );
+        assert!(b.file_type().is_file());
+        assert_eq!(a.ino(), b.ino());
+        // New folders are made as needed.
+        assert!(root.place("A/x.jpg", "C/D/x.jpg", 5).unwrap());
+        // A source that changed size, or that is now a link, is refused.
+        assert!(root.place("A/x.jpg", "E/x.jpg", 6).is_err());
+        std::fs::remove_file(out.join("A/x.jpg")).unwrap();
+        symlink(elsewhere.join("victim"), out.join("A/x.jpg")).unwrap();
+        assert!(root.place("A/x.jpg", "F/x.jpg", 4).is_err());
+        assert!(!out.join("F/x.jpg").exists());
     }
 
     #[test]

@@ -579,6 +579,47 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
     let mut out = Outcome::new(item.url.to_string(), &item.origin, Status::Failed);
     out.id = Some(item.id);
     let host = item.host.clone();
+    if let (Some(from), Some(dest)) = (&item.copy_from, &item.dest) {
+        // The same file, shown on another page: placed in this page's
+        // folder from the copy already downloaded, without a request.
+        let (root, from_rel, to, bytes) = (
+            sh.fetcher.out.clone(),
+            from.rel.clone(),
+            dest.rel.clone(),
+            from.bytes,
+        );
+        let placed = sh
+            .fetcher
+            .disk
+            .run(move || root.place(&from_rel, &to, bytes))
+            .await
+            .map_err(|_| std::io::Error::other("the disk threads are gone"))
+            .and_then(|r| r);
+        match placed {
+            Ok(linked) => {
+                out.status = Status::Ok;
+                out.path = Some(dest.rel.clone());
+                out.bytes = from.bytes;
+                out.sha256 = from.sha256.clone();
+                out.note = Some(format!(
+                    "same file as {} ({})",
+                    from.rel,
+                    if linked { "hard link" } else { "copy" }
+                ));
+                out.elapsed_ms = started.elapsed().as_millis() as u64;
+                return Some(out);
+            }
+            // Gone or changed since: downloaded like any file.
+            Err(e) if sh.verbose => sh.reporter.on_message(
+                report::Level::Note,
+                &format!(
+                    "{}: cannot place {} from {}: {e}; downloading it",
+                    item.url, dest.rel, from.rel
+                ),
+            ),
+            Err(_) => {}
+        }
+    }
     let mut target = Target::new(item);
     if let Err(e) = from_row(sh, &mut target, &mut out) {
         return Some(fail_early(out, started, "bad input", e));

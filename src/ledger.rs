@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::naming::{Dest, NameError};
-use crate::plan::{Item, Planned, Planner, Validators};
+use crate::plan::{CopyFrom, Item, Planned, Planner, Validators};
 use crate::report::{Outcome, Progress, Recorder, ReportError, Status, Tally};
 use crate::source::Entry;
 use crate::store::{self, Finish, JobStore, State, StoreError};
@@ -147,6 +147,10 @@ pub struct Ledger {
     /// Pages found unchanged (`--refresh`) whose linked pages are still to
     /// be planned.
     walk: VecDeque<i64>,
+    /// Items queued or in flight in this run, by row.
+    open: std::collections::HashSet<i64>,
+    /// Placements of a file waiting for the item that downloads it.
+    waiting: std::collections::HashMap<i64, Vec<Item>>,
     /// How far the planning of the items this run did not reach has got
     /// (the last row planned), and whether it is over.
     rest: (i64, bool),
@@ -223,6 +227,8 @@ impl Ledger {
             pages_open: 0,
             walk: VecDeque::new(),
             rest: (0, false),
+            open: Default::default(),
+            waiting: Default::default(),
             verbose: false,
             synced_on_save: false,
             no_space: None,
@@ -294,7 +300,10 @@ impl Ledger {
                 };
                 self.walk_from(page, &mut ahead)?;
             }
-            let found_all = !input_open && self.pages_open == 0 && self.walk.is_empty();
+            let found_all = !input_open
+                && self.pages_open == 0
+                && self.walk.is_empty()
+                && self.waiting.is_empty();
             if found_all && ahead.is_empty() && self.crawl.is_some() && !self.rest.1 {
                 if stop.is_cancelled() {
                     self.rest.1 = true;
@@ -306,7 +315,8 @@ impl Ledger {
             }
             if !input_open
                 && ahead.is_empty()
-                && ((self.pages_open == 0 && self.walk.is_empty()) || stop.is_cancelled())
+                && ((self.pages_open == 0 && self.walk.is_empty() && self.waiting.is_empty())
+                    || stop.is_cancelled())
             {
                 // Lets the dispatcher see the end of the work.
                 items = None;
@@ -413,7 +423,7 @@ impl Ledger {
                 if matches!(item.kind, crate::source::Kind::Page { .. }) {
                     self.pages_open += 1;
                 }
-                ahead.push_back(item);
+                self.dispatch(item, ahead)?;
             }
             Planned::Settled(o) => self.record(o)?,
         }
@@ -452,6 +462,7 @@ impl Ledger {
             }
             Event::Discovered(d) => self.discovered(*d, ahead)?,
             Event::Done(o) => {
+                self.release(&o, ahead);
                 if o.kind == Some(crate::report::OutcomeKind::Page) {
                     self.pages_open = self.pages_open.saturating_sub(1);
                     if o.reason.as_deref() == Some(crate::report::UNCHANGED) {
@@ -462,6 +473,55 @@ impl Ledger {
             }
         }
         Ok(())
+    }
+
+    /// Queues a planned item. A file placed in another page's folder waits
+    /// for the item that downloads it, if that one is under way in this
+    /// run, to be linked or copied from its file once done.
+    fn dispatch(&mut self, mut item: Item, ahead: &mut VecDeque<Item>) -> Result<(), LedgerError> {
+        if let Some(primary) = item.copy_of {
+            if self.open.contains(&primary) {
+                self.waiting.entry(primary).or_default().push(item);
+                return Ok(());
+            }
+            item.copy_from = self.store.file_of(primary)?.and_then(|r| {
+                matches!(r.state, State::Ok | State::Saved)
+                    .then(|| {
+                        r.path.map(|rel| CopyFrom {
+                            rel,
+                            bytes: r.bytes,
+                            sha256: r.sha256,
+                        })
+                    })
+                    .flatten()
+            });
+        }
+        self.open.insert(item.id);
+        ahead.push_back(item);
+        Ok(())
+    }
+
+    /// Lets the placements waiting on item `id` go, from its file if it
+    /// was saved (else each downloads its own).
+    fn release(&mut self, o: &Outcome, ahead: &mut VecDeque<Item>) {
+        let Some(id) = o.id else { return };
+        self.open.remove(&id);
+        let Some(waiting) = self.waiting.remove(&id) else {
+            return;
+        };
+        let from = (o.status == Status::Ok)
+            .then(|| o.path.clone())
+            .flatten()
+            .map(|rel| CopyFrom {
+                rel,
+                bytes: o.bytes,
+                sha256: o.sha256.clone(),
+            });
+        for mut item in waiting {
+            item.copy_from = from.clone();
+            self.open.insert(item.id);
+            ahead.push_back(item);
+        }
     }
 
     /// Plans the files and links a crawled page held: the page's folder is

@@ -264,3 +264,95 @@ async fn refresh_finds_new_images_with_conditional_requests_and_reruns_report_th
     assert_eq!(statuses.len(), 2, "{statuses:?}");
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_shown_on_three_pages_is_downloaded_once_and_placed_in_each_folder() {
+    use std::os::unix::fs::MetadataExt;
+    let site = tempfile::tempdir().unwrap();
+    let root = site.path();
+    write(
+        root,
+        "index.html",
+        br#"<html><head><title>Index</title></head><body>
+        <a href="p1.html">1</a> <a href="p2.html">2</a> <a href="p3.html">3</a></body></html>"#,
+    );
+    for p in ["p1", "p2", "p3"] {
+        write(
+            root,
+            &format!("{p}.html"),
+            format!(
+                r#"<html><head><title>Page {p}</title></head><body>
+                <img src="shared.jpg"><img src="{p}.jpg"><img src="shared.jpg"></body></html>"#
+            )
+            .as_bytes(),
+        );
+        write(root, &format!("{p}.jpg"), p.as_bytes());
+    }
+    write(root, "shared.jpg", b"the shared image");
+    let origin = Origin::start(Config {
+        static_root: Some(root.to_path_buf()),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    let (finished, m) = crawl(&s, &origin.url("/static/index.html")).await;
+    assert_eq!(finished.tally.failed, 0, "{m:#?}");
+    assert_eq!(origin.requests("/static/shared.jpg"), 1, "one download");
+    let mut want = Vec::new();
+    for p in ["p1", "p2", "p3"] {
+        want.push(format!("Page {p}/{p}.jpg"));
+        want.push(format!("Page {p}/shared.jpg"));
+    }
+    assert_eq!(s.out_files(), want);
+    let inodes: Vec<u64> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|p| {
+            let path = s.out().join(format!("Page {p}/shared.jpg"));
+            assert_eq!(read(&path), b"the shared image");
+            std::fs::metadata(path).unwrap().ino()
+        })
+        .collect();
+    assert!(
+        inodes.windows(2).all(|w| w[0] == w[1]),
+        "hard links on one file system: {inodes:?}"
+    );
+    // Every placement is in the manifest, with the same hash.
+    let shared: Vec<&serde_json::Value> = m
+        .iter()
+        .filter(|l| l["url"].as_str().unwrap().ends_with("/shared.jpg"))
+        .collect();
+    assert_eq!(shared.len(), 3, "{shared:#?}");
+    assert!(shared.iter().all(|l| l["status"] == "ok"), "{shared:#?}");
+    let notes = shared
+        .iter()
+        .filter(|l| {
+            l["note"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("same file as Page p"))
+        })
+        .count();
+    assert_eq!(notes, 2, "{shared:#?}");
+    let hashes: std::collections::HashSet<&str> =
+        shared.iter().filter_map(|l| l["sha256"].as_str()).collect();
+    assert_eq!(hashes.len(), 1, "{shared:#?}");
+
+    // A re-run finds every placement done, and asks for nothing.
+    let before = origin.log().len();
+    let (again, m) = crawl(&s, &origin.url("/static/index.html")).await;
+    assert_eq!((again.tally.ok, again.tally.failed), (0, 0), "{m:#?}");
+    assert_eq!(
+        origin.log()[before..]
+            .iter()
+            .filter(|r| r.path != "/robots.txt")
+            .count(),
+        0
+    );
+    assert_eq!(
+        m.iter()
+            .filter(|l| l["url"].as_str().unwrap().ends_with("/shared.jpg"))
+            .count(),
+        3
+    );
+    origin.stop().await;
+}

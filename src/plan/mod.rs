@@ -72,8 +72,25 @@ pub struct Item {
     pub page: Option<Arc<PageRef>>,
     /// For a page: the page that linked to it.
     pub parent: Option<i64>,
+    /// For a file shown on several pages, placed in this page's folder
+    /// too: the item that downloads it.
+    pub copy_of: Option<i64>,
+    /// Set by the ledger when that item's file is done: where it is, to be
+    /// linked or copied here instead of downloaded again.
+    pub copy_from: Option<CopyFrom>,
     /// The table row it came from.
     pub row: Option<Arc<RowRef>>,
+}
+
+/// A finished file another placement of the same URL can be made from.
+#[derive(Debug, Clone)]
+pub struct CopyFrom {
+    /// Its path in the output directory.
+    pub rel: String,
+    /// Its size, as recorded.
+    pub bytes: u64,
+    /// Its SHA-256, when recorded.
+    pub sha256: Option<String>,
 }
 
 impl Item {
@@ -259,6 +276,8 @@ impl Planner {
             kind,
             page,
             parent,
+            copy_of: None,
+            copy_from: None,
             row,
         };
         let is_page = matches!(item.kind, Kind::Page { .. });
@@ -282,6 +301,18 @@ impl Planner {
         };
         self.rerun.set(known.is_some());
         match known {
+            // Found on a page other than the one that first showed it: the
+            // file goes in this page's folder too.
+            Some(row)
+                if !is_page
+                    && row.page_id.is_some()
+                    && item
+                        .page
+                        .as_ref()
+                        .is_some_and(|p| Some(p.id) != row.page_id) =>
+            {
+                self.plan_placement(store, row.id, item)
+            }
             Some(row) if row.seen_run == store.run() => {
                 let mut o = Outcome::new(item.url.into(), &item.origin, Status::Skipped);
                 o.reason = Some("duplicate".into());
@@ -298,6 +329,82 @@ impl Planner {
             // writer, but planning it afresh is right anyway.
             None => self.plan_fresh(store, item),
         }
+    }
+
+    /// Plans the placement of file `item`, downloaded by item `primary`, in
+    /// the folder of the page `item` was found on.
+    fn plan_placement(
+        &self,
+        store: &dyn JobStore,
+        primary: i64,
+        mut item: Item,
+    ) -> Result<Planned, StoreError> {
+        let Some(page) = item.page.clone() else {
+            return self.plan_fresh(store, item);
+        };
+        item.copy_of = Some(primary);
+        if let Some(row) = store.lookup_placement(item.url.as_str(), page.id)? {
+            if row.seen_run == store.run() {
+                let mut o = Outcome::new(item.url.into(), &item.origin, Status::Skipped);
+                o.reason = Some("duplicate".into());
+                o.duplicate = true;
+                o.id = Some(row.id);
+                o.recorded = true;
+                return Ok(Planned::Settled(o));
+            }
+            store.mark_seen(row.id)?;
+            return self.replan(store, row, item);
+        }
+        if !self.namer.at_plan_time(&item.url) {
+            // Named from the response (an URL without an extension): one
+            // copy, in the first page's folder.
+            let mut o = Outcome::new(item.url.into(), &item.origin, Status::Skipped);
+            o.reason = Some("duplicate".into());
+            o.duplicate = true;
+            return Ok(Planned::Settled(o));
+        }
+        let parts = match self.namer.components(&item.fields()) {
+            Ok(parts) => parts,
+            Err(e) => {
+                let mut o = Outcome::new(item.url.into(), &item.origin, Status::Failed);
+                o.reason = Some("bad name".into());
+                o.error = Some(format!("{}:{}: {e}", o.input, o.line));
+                o.permanent = true;
+                return Ok(Planned::Settled(o));
+            }
+        };
+        let dests = match self.candidate_dests(&parts) {
+            Ok(d) => d,
+            Err(e) => {
+                let mut o = Outcome::new(item.url.into(), &item.origin, Status::Failed);
+                o.reason = Some("bad name".into());
+                o.error = Some(format!("{}:{}: {e}", o.input, o.line));
+                o.permanent = true;
+                return Ok(Planned::Settled(o));
+            }
+        };
+        for dest in dests {
+            match store.insert_placement(
+                item.url.as_str(),
+                &item.origin.input,
+                item.origin.line,
+                &dest.rel,
+                page.id,
+            )? {
+                Inserted::Id(id) => {
+                    item.id = id;
+                    item.dest = Some(dest);
+                    return self.settle_new(item, None);
+                }
+                Inserted::PathTaken => continue,
+                // Planned meanwhile: cannot happen with one writer.
+                Inserted::UrlKnown => break,
+            }
+        }
+        let mut o = Outcome::new(item.url.into(), &item.origin, Status::Skipped);
+        o.reason = Some("duplicate".into());
+        o.duplicate = true;
+        Ok(Planned::Settled(o))
     }
 
     /// Plans an item whose URL the store does not know, inserting its row

@@ -77,6 +77,19 @@ pub trait JobStore: Send {
     fn commit(&mut self) -> Result<(), StoreError>;
     /// The item of `url` as a page or as a file, if it was ever planned.
     fn lookup(&self, url: &str, page: bool) -> Result<Option<Row>, StoreError>;
+    /// The row placing file `url` in the folder of `page` too.
+    fn lookup_placement(&self, url: &str, page: i64) -> Result<Option<Row>, StoreError>;
+    /// Records that file `url` goes in the folder of `page` too, at `path`.
+    fn insert_placement(
+        &self,
+        url: &str,
+        input: &str,
+        line: u64,
+        path: &str,
+        page: i64,
+    ) -> Result<Inserted, StoreError>;
+    /// Item `id`'s row.
+    fn file_of(&self, id: i64) -> Result<Option<Row>, StoreError>;
     /// Whether some item already owns `path`.
     fn path_taken(&self, path: &str) -> Result<bool, StoreError>;
     /// Records a new item, unless its URL or its path is taken.
@@ -160,6 +173,22 @@ impl JobStore for Store {
     }
     fn path_taken(&self, path: &str) -> Result<bool, StoreError> {
         Store::path_taken(self, path)
+    }
+    fn lookup_placement(&self, url: &str, page: i64) -> Result<Option<Row>, StoreError> {
+        Store::lookup_placement(self, url, page)
+    }
+    fn insert_placement(
+        &self,
+        url: &str,
+        input: &str,
+        line: u64,
+        path: &str,
+        page: i64,
+    ) -> Result<Inserted, StoreError> {
+        Store::insert_placement(self, url, input, line, path, page)
+    }
+    fn file_of(&self, id: i64) -> Result<Option<Row>, StoreError> {
+        Store::file_of(self, id)
     }
     fn try_insert(
         &self,

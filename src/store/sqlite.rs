@@ -151,6 +151,8 @@ pub struct Row {
     pub seen_run: i64,
     /// A crawled page rather than a file.
     pub is_page: bool,
+    /// The page a file was found on, or that linked to a page.
+    pub page_id: Option<i64>,
 }
 
 /// What [`Store::try_insert`] did.
@@ -205,7 +207,9 @@ pub struct Finish {
 /// The columns of `items`, shared by the schema and the migration that
 /// rebuilds the table. A URL is one item as a page and one as a file: a
 /// link followed to an image and the same image shown by an `<img>` are
-/// two things to do.
+/// two things to do. A file shown on several pages has one more row for
+/// each page after the first, with `placed` set to that page: the file
+/// placed in that page's folder too (`placed` is 0 for every other row).
 macro_rules! items_columns {
     () => {
         "(
@@ -232,9 +236,10 @@ macro_rules! items_columns {
     page_id INTEGER,
     title TEXT,
     links INTEGER,
+    placed INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    UNIQUE (url, kind)
+    UNIQUE (url, kind, placed)
 )"
     };
 }
@@ -291,7 +296,8 @@ fn lock(out_dir: &Path, state_dir: &Path) -> Result<std::fs::File, StoreError> {
 /// 0: the first release's. 1: `items.total`, the size the server announced
 /// for a transfer in progress, checked against a resumed 206.
 /// 2: `items.throttled`, the 429 and 503 answers an item met, all runs.
-/// 3: a URL is unique per kind (page or file), not overall.
+/// 3: a URL is unique per kind (page or file), not overall, and a file
+/// has a row per page that shows it (`items.placed`).
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// Brings a store written by an earlier release up to [`SCHEMA_VERSION`],
@@ -562,10 +568,76 @@ impl Store {
         self.q(|c| {
             c.prepare_cached(
                 "SELECT id, state, path, bytes, sha256, etag, last_modified, permanent,
-                        error, reason, http_status, attempts, seen_run, kind = 'page', total
-                 FROM items WHERE url = ?1 AND kind = ?2",
+                        error, reason, http_status, attempts, seen_run, kind = 'page', total,
+                        page_id
+                 FROM items WHERE url = ?1 AND kind = ?2 AND placed = 0",
             )?
             .query_row(params![url, if page { "page" } else { "file" }], row)
+            .optional()
+        })
+    }
+
+    /// The row placing file `url` in the folder of `page` too, if planned.
+    pub fn lookup_placement(&self, url: &str, page: i64) -> Result<Option<Row>, StoreError> {
+        self.q(|c| {
+            c.prepare_cached(
+                "SELECT id, state, path, bytes, sha256, etag, last_modified, permanent,
+                        error, reason, http_status, attempts, seen_run, kind = 'page', total,
+                        page_id
+                 FROM items WHERE url = ?1 AND kind = 'file' AND placed = ?2",
+            )?
+            .query_row(params![url, page], row)
+            .optional()
+        })
+    }
+
+    /// Records that file `url`, an item already, goes in the folder of
+    /// `page` too, at `path`.
+    pub fn insert_placement(
+        &self,
+        url: &str,
+        input: &str,
+        line: u64,
+        path: &str,
+        page: i64,
+    ) -> Result<Inserted, StoreError> {
+        let t = now();
+        let inserted = self.q(|c| {
+            c.prepare_cached(
+                "INSERT INTO items (url, input, line, path, state, seen_run, kind, page_id,
+                                    placed, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, 'file', ?6, ?6, ?7, ?7)",
+            )?
+            .execute(params![url, input, line as i64, path, self.run, page, t])?;
+            Ok(c.last_insert_rowid())
+        });
+        match inserted {
+            Ok(id) => Ok(Inserted::Id(id)),
+            Err(StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, Some(msg)),
+                ..
+            }) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                if msg.contains("items.path") {
+                    Ok(Inserted::PathTaken)
+                } else {
+                    Ok(Inserted::UrlKnown)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The state, path, size and hash of item `id`, for placing its file
+    /// in another page's folder.
+    pub fn file_of(&self, id: i64) -> Result<Option<Row>, StoreError> {
+        self.q(|c| {
+            c.prepare_cached(
+                "SELECT id, state, path, bytes, sha256, etag, last_modified, permanent,
+                        error, reason, http_status, attempts, seen_run, kind = 'page', total,
+                        page_id
+                 FROM items WHERE id = ?1",
+            )?
+            .query_row([id], row)
             .optional()
         })
     }
@@ -955,6 +1027,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         seen_run: r.get(12)?,
         is_page: r.get(13)?,
         total: r.get::<_, Option<i64>>(14)?.map(|t| t as u64),
+        page_id: r.get(15)?,
     })
 }
 
