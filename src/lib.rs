@@ -58,6 +58,9 @@ mod source;
 mod store;
 mod template;
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
 pub use check::parse_size;
 pub use config::ConfigError;
 pub use config::{Config, Crawl};

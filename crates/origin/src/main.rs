@@ -8,19 +8,30 @@
 //! shutdown on SIGINT/SIGTERM (or, for `verify`, when every file matches),
 //! 1 if the server cannot start (or some file is missing or differs), 2 on
 //! bad usage or an unreadable list.
+//!
+//! `--timeline FILE` samples the counters every 10 ms from the first request
+//! on, so the benchmark can tell what happened when (429s after the first two
+//! seconds, the mean in flight, when a host's last item was answered)
+//! without a per-request log. Samples are kept in memory and written at
+//! shutdown: no file I/O on the runtime while a client is being measured.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use haul_origin::{body_for, Config, Origin};
+use haul_origin::{body_for, Config, Origin, Stats};
 
 const USAGE: &str = "\
 usage: haul-origin [--port P] [--latency-ms N] [--error-rate F] [--reset-rate F] [--size N]
                    [--max-in-flight K] [--throttle-retry-after S] [--latency-per-in-flight-ms N]
-                   [--print-first-request]
+                   [--print-first-request] [--timeline FILE] [--static DIR]
        haul-origin verify [--size N] DIR LIST
+  --static: serve DIR's files under /static/ (the Python package's tests).
+  --timeline: every 10 ms from the first request on, and once at shutdown, one
+  `UNIX_TIME REQUESTS IN_FLIGHT CODE:COUNT...` line (counts since the start),
+  written to FILE at shutdown.
   verify: LIST has one `PATH_AND_QUERY<TAB>FILENAME` line per download; each
   DIR/FILENAME must equal the body a fresh origin serves for PATH_AND_QUERY
   (size from ?size=, else --size, default 10240). Prints the counts; exits 1
@@ -28,6 +39,9 @@ usage: haul-origin [--port P] [--latency-ms N] [--error-rate F] [--reset-rate F]
 
 /// How often `--print-first-request` looks at the request counter.
 const FIRST_REQUEST_POLL: Duration = Duration::from_millis(1);
+
+/// How often `--timeline` samples the counters.
+const TIMELINE_TICK: Duration = Duration::from_millis(10);
 
 /// Body size when a path has no `?size=` (the origin's own default).
 const DEFAULT_SIZE: usize = 10240;
@@ -68,9 +82,23 @@ struct Options {
     /// Print the wall-clock time of the first request to stderr, so the
     /// benchmark can measure a client's time to first request.
     print_first_request: bool,
+    /// Where `--timeline` writes its samples.
+    timeline: Option<PathBuf>,
 }
 
 async fn serve(options: Options) -> ExitCode {
+    // Created before the server starts, so a bad path fails at once.
+    let timeline_file = match &options.timeline {
+        None => None,
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                let path = path.display();
+                eprintln!("haul-origin: cannot create the timeline file {path}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     let origin = match Origin::start(options.config).await {
         Ok(origin) => origin,
         Err(e) => {
@@ -102,10 +130,24 @@ async fn serve(options: Options) -> ExitCode {
         })
     });
 
+    let (stop_sampling, sampling_stopped) = tokio::sync::watch::channel(false);
+    let sampler = timeline_file.map(|file| {
+        let origin = std::sync::Arc::clone(&origin);
+        tokio::spawn(sample_timeline(origin, sampling_stopped, file))
+    });
+
     shutdown_signal().await;
     if let Some(watcher) = watcher {
         watcher.abort();
         let _ = watcher.await;
+    }
+    stop_sampling.send_replace(true);
+    if let Some(sampler) = sampler {
+        if let Ok((mut file, lines)) = sampler.await {
+            if let Err(e) = file.write_all(lines.as_bytes()) {
+                eprintln!("haul-origin: cannot write the timeline: {e}");
+            }
+        }
     }
     let stats = origin.stats();
     match std::sync::Arc::try_unwrap(origin) {
@@ -122,6 +164,46 @@ async fn serve(options: Options) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `--timeline`: one line per tick once the first request has arrived, and
+/// a last one when `stopped` changes; returns the file and the lines.
+async fn sample_timeline(
+    origin: std::sync::Arc<Origin>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    file: std::fs::File,
+) -> (std::fs::File, String) {
+    let mut lines = String::new();
+    let mut tick = tokio::time::interval(TIMELINE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stopped.changed() => true,
+        };
+        let stats = origin.stats();
+        if stats.requests > 0 || last {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            timeline_line(&mut lines, now.as_secs_f64(), &stats);
+        }
+        if last {
+            return (file, lines);
+        }
+    }
+}
+
+/// `UNIX_TIME REQUESTS IN_FLIGHT CODE:COUNT...`, statuses in code order.
+fn timeline_line(out: &mut String, at: f64, stats: &Stats) {
+    let mut statuses: Vec<_> = stats.responses_by_status.iter().collect();
+    statuses.sort_unstable();
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{at:.6} {} {}", stats.requests, stats.in_flight);
+    for (code, count) in statuses {
+        let _ = write!(out, " {code}:{count}");
+    }
+    out.push('\n');
+}
+
 /// `Ok(None)` means `--help`.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
     let mut options = Options {
@@ -130,6 +212,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
             ..Config::default()
         },
         print_first_request: false,
+        timeline: None,
     };
     let config = &mut options.config;
     while let Some(flag) = args.next() {
@@ -144,6 +227,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = |what: &str| format!("{flag} {value:?}: expected {what}");
         match flag.as_str() {
+            "--timeline" => options.timeline = Some(PathBuf::from(value)),
+            "--static" => config.static_root = Some(PathBuf::from(value)),
             "--port" => config.port = value.parse().map_err(|_| bad("a port number"))?,
             "--latency-ms" => {
                 config.latency =
@@ -353,7 +438,28 @@ mod tests {
         assert_eq!(config.default_size, 7);
         assert!(!config.log_requests);
         assert!(options.print_first_request);
+        assert!(options.timeline.is_none());
         assert!(parse(&["--help"]).expect("valid").is_none());
+        let options = parse(&["--timeline", "t.txt"])
+            .expect("valid")
+            .expect("not help");
+        assert_eq!(options.timeline, Some(PathBuf::from("t.txt")));
+        assert!(parse(&["--timeline"]).is_err());
+    }
+
+    #[test]
+    fn timeline_lines() {
+        let mut stats = Stats {
+            requests: 7,
+            in_flight: 3,
+            ..Stats::default()
+        };
+        stats.responses_by_status.insert(429, 2);
+        stats.responses_by_status.insert(200, 4);
+        let mut out = String::new();
+        timeline_line(&mut out, 1.5, &stats);
+        timeline_line(&mut out, 2.0, &Stats::default());
+        assert_eq!(out, "1.500000 7 3 200:4 429:2\n2.000000 0 0\n");
     }
 
     #[test]

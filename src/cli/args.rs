@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::{Config, ConfigError, InputSpec, ProgressMode};
 use clap::Parser;
-use haul::{Config, ConfigError, InputSpec, ProgressMode};
 
 /// Fast, resumable bulk downloader.
 ///
@@ -137,7 +137,7 @@ pub struct CrawlArgs {
 impl CrawlArgs {
     /// The crawl job this command line asks for.
     pub fn into_config(self) -> Result<Config, UsageError> {
-        let mut crawl = haul::Crawl::new(&self.select, &self.attr, self.follow.as_deref())?;
+        let mut crawl = crate::Crawl::new(&self.select, &self.attr, self.follow.as_deref())?;
         if let Some(depth) = self.depth {
             crawl = crawl.depth(depth);
         }
@@ -449,7 +449,7 @@ pub enum UsageError {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    haul::parse_size(s).ok_or_else(|| format!("{s:?} is not a size such as 500k, 10M or 2G"))
+    crate::parse_size(s).ok_or_else(|| format!("{s:?} is not a size such as 500k, 10M or 2G"))
 }
 
 fn seconds(name: &'static str, v: f64) -> Result<Duration, UsageError> {
