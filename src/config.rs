@@ -85,6 +85,12 @@ pub struct Config {
     pub(crate) reporter: Option<report::SharedReporter>,
     /// Print no summary.
     pub(crate) quiet: bool,
+    /// Set for `haul worker`: the items are claimed from the shared job
+    /// state, each under a lease this long.
+    pub(crate) worker: Option<Duration>,
+    /// Set for `haul submit`: the input's items are recorded in the job
+    /// state, named, and left pending for workers.
+    pub(crate) submit_only: bool,
 }
 
 /// What a crawl takes from pages, and where it may go (`haul crawl`):
@@ -150,6 +156,8 @@ impl Config {
             progress: ProgressMode::Auto,
             verbose: false,
             quiet: false,
+            worker: None,
+            submit_only: false,
             portable_files: cfg!(not(target_os = "linux")),
             reporter: None,
         }
@@ -178,6 +186,24 @@ pub enum ConfigError {
     /// A request header is not `Name: value`.
     #[error("bad header {0:?}: expected 'Name: value'")]
     Header(String),
+    /// `--state` is not a PostgreSQL URL.
+    #[error(
+        "bad --state {0:?}: expected postgres://USER@HOST[:PORT]/DATABASE (the job state \
+         is in the output directory unless --state says otherwise)"
+    )]
+    State(String),
+    /// `haul submit` or `haul worker` without `--state`.
+    #[error(
+        "submit and worker need a shared job state: give --state postgres://… (or set \
+         HAUL_STATE) and --job NAME"
+    )]
+    SharedWithoutState,
+    /// `haul worker` with URLs or lists.
+    #[error(
+        "a worker takes its items from the job state, not from URLs or lists: submit them \
+         with haul submit --state … --job … -i LIST"
+    )]
+    WorkerWithInputs,
     /// `--accept` names something that is not a type pattern.
     #[error("{0:?} is not a MIME type pattern such as image/* or image/png")]
     Accept(String),
@@ -509,7 +535,52 @@ impl Config {
     }
 
     /// The checks that need the whole config.
+    /// Keeps the job state in PostgreSQL (`postgres://user@host/db`) under
+    /// the job name `job` (default: the output directory's absolute path)
+    /// instead of in the output directory, so that processes on many
+    /// machines can share the job.
+    pub fn state(mut self, url: &str, job: Option<&str>) -> Result<Self, ConfigError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::State(url.to_string()));
+        }
+        let job = match job {
+            Some(j) if !j.trim().is_empty() => j.to_string(),
+            Some(_) => return Err(ConfigError::State("an empty --job name".into())),
+            None => std::path::absolute(&self.output)
+                .unwrap_or_else(|_| self.output.clone())
+                .display()
+                .to_string(),
+        };
+        self.source.state = Some(crate::store::PgLocation {
+            url: url.to_string(),
+            job,
+        });
+        Ok(self)
+    }
+
+    /// Works on the shared job (see [`Config::state`]) as one of its
+    /// workers: no inputs; pending items are claimed in batches, each under
+    /// a lease of `lease` that is renewed while this process lives, so the
+    /// items of a worker that dies go to the others once it runs out.
+    pub fn worker(mut self, lease: Duration) -> Self {
+        self.worker = Some(lease.max(Duration::from_secs(1)));
+        self
+    }
+
+    /// Records the input's items in the job state (named, checked, each
+    /// once however often submitted) and leaves them for workers.
+    pub fn submit_only(mut self, yes: bool) -> Self {
+        self.submit_only = yes;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if (self.worker.is_some() || self.submit_only) && self.source.state.is_none() {
+            return Err(ConfigError::SharedWithoutState);
+        }
+        if self.worker.is_some() && !self.inputs.is_empty() {
+            return Err(ConfigError::WorkerWithInputs);
+        }
         if self.meta_url.is_none() {
             if let Some(field) = self.namer.fields().find(|f| f.starts_with("meta.")) {
                 return Err(ConfigError::MetaWithoutMetaUrl(format!("{{{field}}}")));

@@ -24,7 +24,7 @@ use crate::ledger::{Event, Ledger, LedgerError, Wiring};
 use crate::plan::{Item, Planner};
 use crate::report::{self, Outcome, Progress, ProgressMode, Recorder, ReportFiles, Status, Tally};
 use crate::schedule::{Backoff, Limits, Signal};
-use crate::source::{self, InputSpec};
+use crate::source::{self, Entry, InputSpec};
 use crate::store::{Store, StoreError};
 
 /// A job that could not run at all (as opposed to items that failed).
@@ -271,8 +271,20 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         reporter.on_message(report::Level::Note, note);
     }
     let out = Arc::new(crate::beneath::Root::open(&cfg.output).map_err(thread_error(&cfg.output))?);
-    let empty_output = holds_only_state(&cfg.output, &cfg.reports);
-    let store = Store::open(&cfg.output)?;
+    // Submitting names items without looking at any directory: no file
+    // there predates the job.
+    let empty_output = cfg.submit_only || holds_only_state(&cfg.output, &cfg.reports);
+    let worker = match (&cfg.source.state, cfg.worker) {
+        (Some(loc), Some(lease)) => Some(Worker::start(loc, lease, cfg.retry_failed)?),
+        _ => None,
+    };
+    let store: Box<dyn crate::store::JobStore> = match &cfg.source.state {
+        Some(loc) => Box::new(crate::store::PgStore::open(
+            loc,
+            worker.as_ref().map(|w| w.owner.as_str()),
+        )?),
+        None => Box::new(Store::open(&cfg.output)?),
+    };
     let recorder = Recorder::create(&cfg.reports, &cfg.keep_columns)?;
     let mut client_cfg = cfg.client.clone();
     client_cfg.pool_per_host = cfg.host_cap();
@@ -314,13 +326,21 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         reporter: reporter.clone(),
     });
 
-    // Input thread: read lines as they come.
-    let (entry_tx, entry_rx) = mpsc::channel(4096);
+    // Input thread: read lines as they come (or, for a worker, claim items
+    // from the shared job as the ledger takes them).
+    let (entry_tx, entry_rx) = mpsc::channel(if worker.is_some() { 256 } else { 4096 });
     let input = {
         let stop = stop.clone();
+        let claims = worker
+            .as_ref()
+            .map(|w| (w.claims.clone(), reporter.clone()));
         std::thread::Builder::new()
             .name("haul-input".into())
             .spawn(move || {
+                if let Some((claims, reporter)) = claims {
+                    claim_loop(&claims, &entry_tx, &stop, &*reporter);
+                    return Vec::new();
+                }
                 let mut entries = entries;
                 for entry in entries.by_ref() {
                     if stop.is_cancelled() || entry_tx.blocking_send(entry).is_err() {
@@ -335,7 +355,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     // Ledger thread: plans, records, reports.
     let (item_tx, mut item_rx) = mpsc::channel::<Item>(1024);
     let mut ledger = Ledger::new(
-        Box::new(store),
+        store,
         Planner::new(
             out.clone(),
             cfg.namer.clone(),
@@ -413,6 +433,10 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
             _ = stop.cancelled() => break,
             s = alive.clone().acquire_owned() => s,
         };
+        if cfg.submit_only {
+            // Recorded and named; left pending for the workers.
+            continue;
+        }
         let shared = shared.clone();
         tokio::spawn(async move {
             // An item stopped before its first request is not over: it
@@ -446,6 +470,9 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         _ => return Err(JobError::LedgerLost),
     };
     tally.received = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(w) = worker {
+        w.finish(&*reporter);
+    }
     let interrupted = user_stop.is_cancelled();
     let no_space = shared_no_space.lock().ok().and_then(|mut n| n.take());
     let elapsed = progress.elapsed();
@@ -469,6 +496,132 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         no_space,
         elapsed,
     })
+}
+
+/// A worker's hold on the shared job: its claims, and the thread that
+/// keeps its leases alive.
+struct Worker {
+    owner: String,
+    claims: Arc<crate::store::Claims>,
+    renewer: Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)>,
+}
+
+/// Items claimed at a time.
+const CLAIM_BATCH: u32 = 128;
+
+impl Worker {
+    fn start(
+        loc: &crate::store::PgLocation,
+        lease: Duration,
+        retry_failed: bool,
+    ) -> Result<Worker, JobError> {
+        let owner = format!(
+            "{}-{}-{:08x}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "worker".into()),
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        let claims = Arc::new(crate::store::Claims::open(loc, &owner, lease)?);
+        // As a re-run does: transient failures are tried again, and
+        // permanent ones too with --retry-failed.
+        claims.requeue_failed(retry_failed)?;
+        let renewing = crate::store::Claims::open(loc, &owner, lease)?;
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let renewer = std::thread::Builder::new()
+            .name("haul-lease".into())
+            .spawn(move || {
+                // A third of the lease: two renewals may fail before the
+                // items go to other workers.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stop_rx.recv_timeout(lease / 3)
+                {
+                    let _ = renewing.renew();
+                }
+            })
+            .map_err(|source| JobError::Output {
+                path: PathBuf::from(loc.display()),
+                source,
+            })?;
+        Ok(Worker {
+            owner,
+            claims,
+            renewer: Some((renewer, stop_tx)),
+        })
+    }
+
+    /// Stops renewing and gives back what this worker claimed and did not
+    /// finish (interrupted, or stopped by a full disk), for the others.
+    fn finish(mut self, reporter: &dyn report::Reporter) {
+        if let Some((thread, stop)) = self.renewer.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+        if let Err(e) = self.claims.release() {
+            reporter.on_message(
+                report::Level::Warning,
+                &format!("could not give back this worker's unfinished items ({e}); they go to other workers when their leases run out"),
+            );
+        }
+    }
+}
+
+/// A worker's input: claims batches of pending items until none is left
+/// that this or another worker could take.
+fn claim_loop(
+    claims: &crate::store::Claims,
+    to_ledger: &mpsc::Sender<Entry>,
+    stop: &CancellationToken,
+    reporter: &dyn report::Reporter,
+) {
+    let mut idle_said = false;
+    while !stop.is_cancelled() {
+        let batch = match claims.claim(CLAIM_BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                reporter.on_message(
+                    report::Level::Warning,
+                    &format!("cannot claim items: {e}; trying again in a few seconds"),
+                );
+                std::thread::sleep(Duration::from_secs(3));
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            match claims.others_pending() {
+                Ok(true) => {
+                    if !idle_said {
+                        reporter.on_message(
+                            report::Level::Note,
+                            "nothing left to claim; waiting for other workers' items \
+                             (taken over if their leases run out)",
+                        );
+                        idle_said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+                _ => return,
+            }
+        }
+        idle_said = false;
+        for u in batch {
+            let origin = crate::source::Origin {
+                input: u.input.into(),
+                line: u.line,
+            };
+            let mut entry = Entry::new(origin, Ok(u.url));
+            entry.discovered = true;
+            entry.parent = u.parent;
+            if let Some(depth) = u.page_depth {
+                entry.kind = crate::source::Kind::Page { depth };
+            }
+            if to_ledger.blocking_send(entry).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// What one successful step of an item gave.

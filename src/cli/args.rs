@@ -70,10 +70,28 @@ pub enum Command {
     },
     /// Print the manual page (roff), e.g. `haul man > haul.1`.
     Man,
+    /// Load URLs into a shared job (--state postgres://… --job NAME), named
+    /// and checked, for workers; submitting the same input again adds
+    /// nothing.
+    #[command(after_help = SHARED_EXAMPLES)]
+    Submit(Box<Args>),
+    /// Work on a shared job: claim its pending items in leased batches and
+    /// download them into -o DIR, until none is left. Start as many as you
+    /// like, on any machines.
+    #[command(after_help = SHARED_EXAMPLES)]
+    Worker(Box<Args>),
 }
 
+/// Examples shown after `haul submit --help` and `haul worker --help`.
+const SHARED_EXAMPLES: &str = "\
+Examples (HAUL_STATE=postgres://haul@db.internal/haul in every shell):
+  haul submit --job photos -i urls.txt --name '{col.id}.jpg'    once, anywhere
+  haul worker --job photos -o /data/photos -j 128                on each machine
+  haul status --job photos                                       the whole job
+  haul worker --job photos -o /data/photos --retry-failed        retry every failure";
+
 /// The names of the subcommands, for "did you mean" on a mistyped one.
-pub const COMMANDS: [&str; 4] = ["status", "crawl", "completions", "man"];
+pub const COMMANDS: [&str; 6] = ["status", "crawl", "completions", "man", "submit", "worker"];
 
 /// `haul crawl`: start pages are the URLs (arguments, -i lists, patterns
 /// such as {5000..5050}); every download option applies.
@@ -167,6 +185,12 @@ pub struct StatusArgs {
     /// Write the URLs of the failed items, one per line.
     #[arg(long, value_name = "FILE")]
     pub failed: Option<PathBuf>,
+    /// The job state is in PostgreSQL (postgres://…), not in DIR.
+    #[arg(long, value_name = "URL", env = "HAUL_STATE", requires = "job")]
+    pub state: Option<String>,
+    /// The job's name in the --state database.
+    #[arg(long, value_name = "NAME", requires = "state")]
+    pub job: Option<String>,
 }
 
 /// Download options.
@@ -203,7 +227,7 @@ pub struct Args {
     pub parallel: bool,
 
     /// The most transfers in flight to one host (default: -j). Each host
-    /// starts at 4 and grows while it answers well, shrinks on 429, 503,
+    /// starts at 16 and grows while it answers well, shrinks on 429, 503,
     /// timeouts and slowing answers, and pauses as a whole on Retry-After.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub per_host: Option<u32>,
@@ -407,6 +431,23 @@ pub struct Args {
     /// Progress display: bars on a terminal, plain lines otherwise (auto).
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub progress: ProgressArg,
+
+    /// Keep the job state in PostgreSQL instead of DIR/.haul, so that haul
+    /// processes on many machines share the job (see haul submit and haul
+    /// worker): postgres://USER@HOST[:PORT]/DATABASE.
+    #[arg(long, value_name = "URL", env = "HAUL_STATE")]
+    pub state: Option<String>,
+
+    /// The job's name in the --state database (default: the output
+    /// directory's absolute path).
+    #[arg(long, value_name = "NAME", requires = "state")]
+    pub job: Option<String>,
+
+    /// haul worker: seconds a claimed item stays this worker's without a
+    /// renewal (renewed every third of it while the worker lives); the
+    /// items of a worker that dies go to the others after this.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub lease: f64,
 }
 
 /// A command line that parses but makes no sense.
@@ -490,6 +531,12 @@ pub fn unknown_command(args: &Args) -> Option<UsageError> {
 impl Args {
     /// The job this command line asks for.
     pub fn into_config(self) -> Result<Config, UsageError> {
+        self.into_config_for(false)
+    }
+
+    /// The job of `haul worker` (no inputs: it claims them), or of a
+    /// download.
+    pub fn into_config_for(self, worker: bool) -> Result<Config, UsageError> {
         let mut inputs = Vec::new();
         if !self.urls.is_empty() {
             inputs.push(InputSpec::Args(self.urls));
@@ -501,7 +548,7 @@ impl Args {
                 InputSpec::File(path)
             });
         }
-        if inputs.is_empty() {
+        if inputs.is_empty() && !worker {
             if !self.retry_failed {
                 return Err(UsageError::NoInput);
             }
@@ -556,6 +603,9 @@ impl Args {
             .portable_files(self.portable_files);
         if let Some(n) = self.per_host {
             cfg = cfg.per_host(n as usize);
+        }
+        if let Some(url) = &self.state {
+            cfg = cfg.state(url, self.job.as_deref())?;
         }
         for r in &self.rate {
             cfg = cfg.rate(r)?;

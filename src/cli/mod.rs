@@ -45,6 +45,18 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
             .into_config()
             .map_err(anyhow::Error::from)
             .and_then(download),
+        Some(args::Command::Submit(args)) => submit(*args),
+        Some(args::Command::Worker(args)) => {
+            let lease = args.lease;
+            args.into_config_for(true)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| {
+                    if !(lease.is_finite() && lease >= 1.0) {
+                        anyhow::bail!("bad --lease {lease}: expected seconds, 1 or more");
+                    }
+                    download(c.worker(std::time::Duration::from_secs_f64(lease)))
+                })
+        }
         None => args::unknown_command(&cli.args)
             .map_or(Ok(()), Err)
             .and_then(|()| cli.args.into_config())
@@ -75,9 +87,36 @@ fn chain(e: &anyhow::Error) -> String {
 }
 
 fn status(args: args::StatusArgs) -> anyhow::Result<u8> {
-    let text = crate::status::run(&args.dir, args.json, &args.report, &args.failed)?;
+    let text = match (&args.state, &args.job) {
+        (Some(url), Some(job)) => {
+            crate::status::run_shared(url, job, args.json, &args.report, &args.failed)?
+        }
+        _ => crate::status::run(&args.dir, args.json, &args.report, &args.failed)?,
+    };
     print!("{text}");
     Ok(SUCCESS)
+}
+
+/// `haul submit`: the input planned into the shared job, then what the
+/// job holds now.
+fn submit(args: args::Args) -> anyhow::Result<u8> {
+    let (url, job) = match (&args.state, &args.job) {
+        (Some(u), Some(j)) => (u.clone(), j.clone()),
+        _ => anyhow::bail!("haul submit needs --state postgres://… (or HAUL_STATE) and --job NAME"),
+    };
+    let quiet = args.quiet;
+    let config = args
+        .into_config()?
+        .submit_only(true)
+        .progress(crate::ProgressMode::None);
+    let code = download(config)?;
+    if !quiet {
+        eprint!(
+            "{}",
+            crate::status::run_shared(&url, &job, false, &None, &None)?
+        );
+    }
+    Ok(code)
 }
 
 /// Runtime threads: one CPU is left to the disk threads, the ledger and,

@@ -141,7 +141,15 @@ pub fn load(
     report: &Option<PathBuf>,
     failed: &Option<PathBuf>,
 ) -> Result<JobStatus, StatusError> {
-    let store: Box<dyn JobStore> = Box::new(Store::open_existing(dir)?);
+    load_from(Box::new(Store::open_existing(dir)?), report, failed)
+}
+
+/// [`load`] from an open store.
+fn load_from(
+    store: Box<dyn JobStore>,
+    report: &Option<PathBuf>,
+    failed: &Option<PathBuf>,
+) -> Result<JobStatus, StatusError> {
     let mut report = open_sink(report)?;
     let mut failed_list = open_sink(failed)?;
     let mut st = JobStatus::default();
@@ -254,11 +262,15 @@ pub fn load(
 
 /// The text `haul status` prints.
 pub fn render(dir: &Path, st: &JobStatus) -> String {
+    render_at(&dir.display().to_string(), st)
+}
+
+fn render_at(at: &str, st: &JobStatus) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
         "job in {} ({} items, {} run{})",
-        dir.display(),
+        at,
         st.items,
         st.runs,
         if st.runs == 1 { "" } else { "s" }
@@ -329,11 +341,33 @@ pub fn run(
     failed: &Option<PathBuf>,
 ) -> Result<String, StatusError> {
     let st = load(dir, report, failed)?;
+    Ok(text(&dir.display().to_string(), &st, json))
+}
+
+/// [`run`] for a job whose state is in PostgreSQL (`postgres://…`),
+/// under the name `job`: the whole job, whichever workers did its items.
+pub fn run_shared(
+    url: &str,
+    job: &str,
+    json: bool,
+    report: &Option<PathBuf>,
+    failed: &Option<PathBuf>,
+) -> Result<String, StatusError> {
+    let loc = crate::store::PgLocation {
+        url: url.to_string(),
+        job: job.to_string(),
+    };
+    let store = crate::store::PgStore::open_existing(&loc)?;
+    let st = load_from(Box::new(store), report, failed)?;
+    Ok(text(&loc.display(), &st, json))
+}
+
+fn text(at: &str, st: &JobStatus, json: bool) -> String {
     if json {
         // Serializing plain numbers and strings cannot fail.
-        Ok(serde_json::to_string_pretty(&st).unwrap_or_default() + "\n")
+        serde_json::to_string_pretty(st).unwrap_or_default() + "\n"
     } else {
-        Ok(render(dir, &st))
+        render_at(at, st)
     }
 }
 

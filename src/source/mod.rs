@@ -183,6 +183,21 @@ pub struct SourceOptions {
     pub url: Option<crate::template::Template>,
     /// Read a CSV/TSV's first line as data (`--no-header`).
     pub no_header: bool,
+    /// Where the job state is when not in the output directory: the
+    /// recorded inputs (failed, unfinished items) are read from there.
+    pub state: Option<crate::store::PgLocation>,
+}
+
+/// Opens the job state a recorded input reads: the shared one, or the
+/// output directory's.
+fn recorded_store(
+    opts: &SourceOptions,
+    dir: &std::path::Path,
+) -> Result<Box<dyn JobStore>, crate::store::StoreError> {
+    Ok(match &opts.state {
+        Some(loc) => Box::new(crate::store::PgStore::open_existing(loc)?),
+        None => Box::new(Store::open_existing(dir)?),
+    })
 }
 
 enum Reader {
@@ -464,7 +479,7 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
                 }
             },
             InputSpec::Failed(dir) => {
-                let store: Box<dyn JobStore> = Box::new(Store::open_existing(&dir)?);
+                let store = recorded_store(opts, &dir)?;
                 let mut failed = Vec::new();
                 store.each_failed(&mut |url: String, input: String, line: u64| {
                     let origin = Origin {
@@ -479,8 +494,7 @@ pub fn open_with(specs: Vec<InputSpec>, opts: &SourceOptions) -> Result<Entries,
             InputSpec::Unfinished { dir, retry_failed } => {
                 let mut items = Vec::new();
                 // A first crawl has no job state yet: nothing to carry on.
-                if let Ok(store) = Store::open_existing(&dir) {
-                    let store: Box<dyn JobStore> = Box::new(store);
+                if let Ok(store) = recorded_store(opts, &dir) {
                     store.each_unfinished(retry_failed, &mut |u: crate::store::Unfinished| {
                         let origin = Origin {
                             input: u.input.into(),

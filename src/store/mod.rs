@@ -23,8 +23,10 @@
 //! The methods are synchronous: the ledger, their one caller, runs on a
 //! thread of its own.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::{Claims, PgLocation, PgStore};
 pub use sqlite::{
     release_reserve, sync_files, Finish, Inserted, Row, State, Store, StoreError, Unfinished,
     STATE_DIR,

@@ -72,6 +72,20 @@ pub enum StoreError {
         /// Its schema version.
         version: i64,
     },
+    /// PostgreSQL failed, or could not be reached.
+    #[error("job state in {at}: {message}")]
+    Postgres {
+        /// The server (without its password) and the job.
+        at: String,
+        /// What PostgreSQL (or its client) said.
+        message: String,
+    },
+    /// A worker or `haul status` named a job the database does not hold.
+    #[error(
+        "no job in {0}: submit one first (haul submit --state URL --job NAME -i LIST), \
+         or check the name (haul status --state URL lists the jobs)"
+    )]
+    NoJob(String),
     /// `haul status` on a directory without job state.
     #[error(
         "no job state in {0} (expected {0}/.haul/state.db): nothing has been downloaded there"
@@ -107,7 +121,7 @@ impl State {
         }
     }
 
-    fn parse(s: &str) -> State {
+    pub(super) fn parse(s: &str) -> State {
         match s {
             "ok" => State::Ok,
             "saved" => State::Saved,

@@ -1,5 +1,6 @@
 //! The test harness: run the binary, read what it left behind.
 
+pub mod pg;
 pub mod raw;
 
 use std::path::{Path, PathBuf};

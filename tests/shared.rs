@@ -1,0 +1,197 @@
+//! Many processes, one job: the job state in a real PostgreSQL (a
+//! throwaway cluster per test), `haul submit`, `haul worker`, leases.
+
+use std::time::Duration;
+
+use haul_origin::{expected, Config, Origin};
+
+use crate::util::pg::Pg;
+use crate::util::{assert_exit, code, haul, read, stderr, Scratch};
+
+fn routes(n: usize, prefix: &str, size: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("/file/{prefix}{i:04}.bin?size={size}"))
+        .collect()
+}
+
+fn name(route: &str) -> &str {
+    route
+        .trim_start_matches("/file/")
+        .split('?')
+        .next()
+        .unwrap()
+}
+
+async fn shared(pg: &Pg, args: &[&str]) -> std::process::Output {
+    let mut cmd = haul(args);
+    cmd.env("HAUL_STATE", pg.url());
+    cmd.output().await.expect("run haul")
+}
+
+fn status_json(pg: &Pg, job: &str) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_haul"))
+        .args(["status", "--job", job, "--json"])
+        .env("HAUL_STATE", pg.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_a_submitted_job_and_each_file_is_fetched_once() {
+    let pg = Pg::start();
+    let origin = Origin::start(Config {
+        latency: Duration::from_millis(10),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    let routes = routes(600, "w", 1500);
+    let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
+    let mut lines = urls.clone();
+    lines.push("not a url".into());
+    let list = s.list("urls.txt", &lines);
+    let list = list.to_str().unwrap();
+
+    let o = shared(&pg, &["submit", "--job", "photos", "-i", list]).await;
+    assert_exit(&o, 1); // the bad row
+    assert!(stderr(&o).contains("urls.txt:601"), "{}", stderr(&o));
+    let again = shared(&pg, &["submit", "--job", "photos", "-i", list]).await;
+    assert_eq!(code(&again), 1);
+    let st = status_json(&pg, "photos");
+    assert_eq!(st["items"], 600, "submitting twice adds nothing: {st}");
+    assert_eq!(st["pending"], 600);
+    assert_eq!(origin.stats().requests, 0, "submit downloads nothing");
+
+    // Three workers at once, into one directory.
+    let out = s.out();
+    let out = out.to_str().unwrap();
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut cmd = haul(&["worker", "--job", "photos", "-o", out, "-j", "16"]);
+            cmd.env("HAUL_STATE", pg.url());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for w in workers {
+        let o = w.wait_with_output().await.unwrap();
+        assert_exit(&o, 0);
+    }
+    for r in &routes {
+        assert_eq!(read(s.out().join(name(r))), expected(r), "{r}");
+        assert_eq!(
+            origin.requests(r.split('?').next().unwrap()),
+            1,
+            "{r} fetched once"
+        );
+    }
+    let st = status_json(&pg, "photos");
+    assert_eq!(
+        (st["ok"].clone(), st["pending"].clone()),
+        (600.into(), 0.into()),
+        "{st}"
+    );
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_items_go_to_the_others_when_its_leases_run_out() {
+    let pg = Pg::start();
+    let origin = Origin::start(Config {
+        latency: Duration::from_millis(40),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    let routes = routes(300, "k", 4000);
+    let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
+    let list = s.list("urls.txt", &urls);
+    let o = shared(&pg, &["submit", "--job", "k", "-i", list.to_str().unwrap()]).await;
+    assert_exit(&o, 0);
+    let out = s.out();
+    let out = out.to_str().unwrap();
+    let mut doomed = haul(&["worker", "--job", "k", "-o", out, "-j", "4", "--lease", "2"]);
+    doomed.env("HAUL_STATE", pg.url());
+    let mut doomed = doomed.spawn().unwrap();
+    crate::util::wait_until("the first worker has some files", || {
+        std::fs::read_dir(s.out()).map(|d| d.count()).unwrap_or(0) > 5
+    })
+    .await;
+    doomed.start_kill().unwrap();
+    let _ = doomed.wait().await;
+    let before = status_json(&pg, "k");
+    assert!(before["pending"].as_u64().unwrap() > 0, "{before}");
+
+    let o = shared(
+        &pg,
+        &[
+            "worker", "--job", "k", "-o", out, "-j", "32", "--lease", "2",
+        ],
+    )
+    .await;
+    assert_exit(&o, 0);
+    for r in &routes {
+        assert_eq!(read(s.out().join(name(r))), expected(r), "{r}");
+    }
+    let st = status_json(&pg, "k");
+    assert_eq!(
+        (st["ok"].clone(), st["pending"].clone()),
+        (300.into(), 0.into()),
+        "{st}"
+    );
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_run_can_keep_its_state_in_postgres_and_mistakes_are_explained() {
+    let pg = Pg::start();
+    let origin = Origin::start(Config::default()).await.unwrap();
+    let s = Scratch::new();
+    let routes = routes(20, "l", 700);
+    let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
+    let list = s.list("urls.txt", &urls);
+    let (list, out) = (list.to_str().unwrap(), s.out());
+    let out = out.to_str().unwrap();
+    let o = shared(&pg, &["-i", list, "-o", out, "--job", "local"]).await;
+    assert_exit(&o, 0);
+    assert!(
+        !s.out().join(".haul").exists(),
+        "the state is in PostgreSQL"
+    );
+    let again = shared(&pg, &["-i", list, "-o", out, "--job", "local"]).await;
+    assert_exit(&again, 0);
+    assert!(
+        stderr(&again).contains("0 done, 20 skipped"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(status_json(&pg, "local")["ok"], 20);
+
+    let o = shared(&pg, &["worker", "--job", "nope", "-o", out]).await;
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("no job in"), "{}", stderr(&o));
+    let o = shared(&pg, &["worker", "--job", "local", "-o", out, "-i", list]).await;
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("not from URLs or lists"),
+        "{}",
+        stderr(&o)
+    );
+    let o = crate::util::run(&["worker", "--job", "local", "-o", out]).await;
+    assert_exit(&o, 2);
+    let o = crate::util::run(&["-i", list, "-o", out, "--state", "mysql://x/y"]).await;
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("expected postgres://"),
+        "{}",
+        stderr(&o)
+    );
+    origin.stop().await;
+}
