@@ -275,7 +275,12 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     // there predates the job.
     let empty_output = cfg.submit_only || holds_only_state(&cfg.output, &cfg.reports);
     let worker = match (&cfg.source.state, cfg.worker) {
-        (Some(loc), Some(lease)) => Some(Worker::start(loc, lease, cfg.retry_failed)?),
+        (Some(loc), Some(lease)) => Some(Worker::start(
+            loc,
+            lease,
+            cfg.retry_failed,
+            (cfg.per_host > 0).then_some(cfg.per_host),
+        )?),
         _ => None,
     };
     let store: Box<dyn crate::store::JobStore> = match &cfg.source.state {
@@ -315,8 +320,14 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
             portable: cfg.portable_files,
         },
         meta_url: cfg.meta_url.clone(),
-        limits: Limits::new(cfg.jobs, cfg.host_cap(), cfg.adaptive)
-            .with_rates(crate::schedule::rate::Rates::new(&cfg.rates, cfg.wait)),
+        limits: {
+            let limits = Limits::new(cfg.jobs, cfg.host_cap(), cfg.adaptive)
+                .with_rates(crate::schedule::rate::Rates::new(&cfg.rates, cfg.wait));
+            match &worker {
+                Some(w) => limits.with_shared_cap(w.cap.clone()),
+                None => limits,
+            }
+        },
         backoff: cfg.backoff.clone(),
         retries: cfg.retries,
         stop: stop.clone(),
@@ -334,11 +345,19 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         let claims = worker
             .as_ref()
             .map(|w| (w.claims.clone(), reporter.clone()));
+        // A worker holds at most twice what it can have in flight: the rest
+        // stays claimable by other workers, and a worker that dies holds
+        // up no more than that.
+        let (progress_in, most) = (progress.clone(), (cfg.jobs * 2).max(CLAIM_BATCH as usize));
         std::thread::Builder::new()
             .name("haul-input".into())
             .spawn(move || {
                 if let Some((claims, reporter)) = claims {
-                    claim_loop(&claims, &entry_tx, &stop, &*reporter);
+                    let outstanding =
+                        |claimed: u64| claimed.saturating_sub(progress_in.finished()) as usize;
+                    claim_loop(&claims, &entry_tx, &stop, &*reporter, &|c| {
+                        most.saturating_sub(outstanding(c))
+                    });
                     return Vec::new();
                 }
                 let mut entries = entries;
@@ -503,18 +522,27 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
 struct Worker {
     owner: String,
     claims: Arc<crate::store::Claims>,
+    /// This worker's share of a job-wide `--per-host`, as workers come
+    /// and go.
+    cap: Arc<std::sync::atomic::AtomicUsize>,
     renewer: Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)>,
 }
 
-/// Items claimed at a time.
-const CLAIM_BATCH: u32 = 128;
+/// Items claimed at a time: small, so that workers started together share
+/// the first items rather than the first one taking them all.
+const CLAIM_BATCH: u32 = 16;
+
+/// How often a worker says it is alive and counts the others.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 impl Worker {
     fn start(
         loc: &crate::store::PgLocation,
         lease: Duration,
         retry_failed: bool,
+        per_host: Option<usize>,
     ) -> Result<Worker, JobError> {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
         let owner = format!(
             "{}-{}-{:08x}",
             std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -527,17 +555,36 @@ impl Worker {
         // As a re-run does: transient failures are tried again, and
         // permanent ones too with --retry-failed.
         claims.requeue_failed(retry_failed)?;
+        let cap = Arc::new(AtomicUsize::new(usize::MAX));
+        let share = move |live: u64| per_host.map_or(usize::MAX, |n| (n / live as usize).max(1));
+        let live = claims.heartbeat()?;
+        if per_host.is_some() {
+            // Workers started together see each other before any request:
+            // the job-wide limit holds from the first one.
+            std::thread::sleep(HEARTBEAT + HEARTBEAT / 2);
+            cap.store(share(claims.heartbeat()?), Relaxed);
+        } else {
+            cap.store(share(live), Relaxed);
+        }
         let renewing = crate::store::Claims::open(loc, &owner, lease)?;
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let worker_cap = cap.clone();
         let renewer = std::thread::Builder::new()
             .name("haul-lease".into())
             .spawn(move || {
-                // A third of the lease: two renewals may fail before the
-                // items go to other workers.
+                // Leases are renewed every third of their length: two
+                // renewals may fail before the items go to other workers.
+                let mut renewed = Instant::now();
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stop_rx.recv_timeout(lease / 3)
+                    stop_rx.recv_timeout(HEARTBEAT.min(lease / 3))
                 {
-                    let _ = renewing.renew();
+                    if let Ok(live) = renewing.heartbeat() {
+                        worker_cap.store(share(live), Relaxed);
+                    }
+                    if renewed.elapsed() >= lease / 3 {
+                        let _ = renewing.renew();
+                        renewed = Instant::now();
+                    }
                 }
             })
             .map_err(|source| JobError::Output {
@@ -547,6 +594,7 @@ impl Worker {
         Ok(Worker {
             owner,
             claims,
+            cap,
             renewer: Some((renewer, stop_tx)),
         })
     }
@@ -558,6 +606,7 @@ impl Worker {
             drop(stop);
             let _ = thread.join();
         }
+        let _ = self.claims.leave();
         if let Err(e) = self.claims.release() {
             reporter.on_message(
                 report::Level::Warning,
@@ -574,10 +623,17 @@ fn claim_loop(
     to_ledger: &mpsc::Sender<Entry>,
     stop: &CancellationToken,
     reporter: &dyn report::Reporter,
+    room: &dyn Fn(u64) -> usize,
 ) {
     let mut idle_said = false;
+    let mut claimed = 0u64;
     while !stop.is_cancelled() {
-        let batch = match claims.claim(CLAIM_BATCH) {
+        let n = room(claimed).min(CLAIM_BATCH as usize) as u32;
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let batch = match claims.claim(n) {
             Ok(b) => b,
             Err(e) => {
                 reporter.on_message(
@@ -606,6 +662,7 @@ fn claim_loop(
             }
         }
         idle_said = false;
+        claimed += batch.len() as u64;
         for u in batch {
             let origin = crate::source::Origin {
                 input: u.input.into(),

@@ -195,3 +195,56 @@ async fn a_local_run_can_keep_its_state_in_postgres_and_mistakes_are_explained()
     );
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_host_holds_for_the_whole_job_across_workers() {
+    let pg = Pg::start();
+    let origin = Origin::start(Config {
+        latency: Duration::from_millis(50),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    let routes = routes(240, "p", 1000);
+    let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
+    let list = s.list("urls.txt", &urls);
+    let o = shared(
+        &pg,
+        &["submit", "--job", "polite", "-i", list.to_str().unwrap()],
+    )
+    .await;
+    assert_exit(&o, 0);
+    let out = s.out();
+    let out = out.to_str().unwrap();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut cmd = haul(&[
+                "worker",
+                "--job",
+                "polite",
+                "-o",
+                out,
+                "--per-host",
+                "8",
+                "-j",
+                "4",
+            ]);
+            cmd.env("HAUL_STATE", pg.url());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for w in workers {
+        assert_exit(&w.wait_with_output().await.unwrap(), 0);
+    }
+    for r in &routes {
+        assert_eq!(read(s.out().join(name(r))), expected(r), "{r}");
+    }
+    let max = origin.stats().max_in_flight;
+    println!("max in flight from 4 workers with --per-host 8: {max}");
+    // Each worker alone would take 8: together, 4 × 8 = 32. And they
+    // shared the work: one worker alone has a share of 2.
+    assert!(max <= 8, "{max} in flight at once");
+    assert!(max > 2, "only one worker worked: {max} in flight at most");
+    origin.stop().await;
+}

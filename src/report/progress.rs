@@ -205,7 +205,8 @@ impl Progress {
         }
     }
 
-    fn finished(&self) -> u64 {
+    /// Items finished so far, however they ended.
+    pub fn finished(&self) -> u64 {
         self.ok.load(Relaxed) + self.skipped.load(Relaxed) + self.failed.load(Relaxed)
     }
 

@@ -50,6 +50,9 @@ type Hosts = Arc<Mutex<HashMap<String, Arc<Host>>>>;
 pub struct Limits {
     global: Arc<Semaphore>,
     per_host: usize,
+    /// A cap on every host's window set from outside (a worker's share of
+    /// a job-wide `--per-host`); `usize::MAX` when there is none.
+    shared_cap: Arc<std::sync::atomic::AtomicUsize>,
     adaptive: bool,
     hosts: Hosts,
     rates: rate::Rates,
@@ -88,6 +91,7 @@ impl Limits {
         Self {
             global: Arc::new(Semaphore::new(jobs.max(1))),
             per_host: per_host.max(1),
+            shared_cap: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
             adaptive,
             hosts: Arc::default(),
             rates: rate::Rates::default(),
@@ -97,6 +101,14 @@ impl Limits {
     /// Spaces requests to `key` by a robots.txt `Crawl-delay`.
     pub fn crawl_delay(&self, key: &str, delay: Duration) {
         self.rates.crawl_delay(key, delay);
+    }
+
+    /// Caps every host's window at what `cap` holds, read at each acquire:
+    /// the share of a job-wide limit a worker may use, which changes as
+    /// workers come and go.
+    pub fn with_shared_cap(mut self, cap: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        self.shared_cap = cap;
+        self
     }
 
     /// Paces requests by these rates (`--rate`, `--wait`) as well.
@@ -132,14 +144,19 @@ impl Limits {
             key: key.to_string(),
             hosts: self.hosts.clone(),
         };
+        let shared_cap = self
+            .shared_cap
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        let allowed = |st: &HostState| st.window.allowed().min(shared_cap);
         loop {
             let paused = {
                 let mut st = host.lock();
                 match st.paused_until {
                     Some(until) if until > tokio::time::Instant::now() => Some(until),
-                    _ if st.in_flight < st.window.allowed() => {
+                    _ if st.in_flight < allowed(&st) => {
                         st.in_flight += 1;
-                        if st.in_flight < st.window.allowed() {
+                        if st.in_flight < allowed(&st) {
                             // Room for more: pass the wake on, since several
                             // frees may have left a single stored wake.
                             host.wake.notify_one();

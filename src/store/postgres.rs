@@ -81,6 +81,12 @@ CREATE TABLE IF NOT EXISTS items (
     UNIQUE (job, path)
 );
 CREATE INDEX IF NOT EXISTS items_pending ON items (job, id) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS workers (
+    job BIGINT NOT NULL REFERENCES jobs (id),
+    owner TEXT NOT NULL,
+    heartbeat TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (job, owner)
+);
 ";
 
 const ROW_COLUMNS: &str = "id, state, path, bytes, sha256, etag, last_modified, permanent, error, \
@@ -948,6 +954,37 @@ impl Claims {
                  WHERE job = $1 AND lease_owner = $2 AND state = 'pending'",
                 &[&job, &owner],
             )
+        })
+    }
+
+    /// Says this worker is alive, and returns how many of the job's
+    /// workers are (a heartbeat within a lease).
+    pub fn heartbeat(&self) -> Result<u64, StoreError> {
+        let (job, owner, lease) = (self.job, self.owner.clone(), self.lease.as_secs_f64());
+        self.conn.call(move |c| {
+            c.execute(
+                "INSERT INTO workers (job, owner, heartbeat) VALUES ($1, $2, now())
+                 ON CONFLICT (job, owner) DO UPDATE SET heartbeat = now()",
+                &[&job, &owner],
+            )?;
+            c.query_one(
+                "SELECT COUNT(*) FROM workers
+                 WHERE job = $1 AND heartbeat > now() - make_interval(secs => $2)",
+                &[&job, &lease],
+            )
+            .map(|r| r.get::<_, i64>(0).max(1) as u64)
+        })
+    }
+
+    /// Says this worker is gone.
+    pub fn leave(&self) -> Result<(), StoreError> {
+        let (job, owner) = (self.job, self.owner.clone());
+        self.conn.call(move |c| {
+            c.execute(
+                "DELETE FROM workers WHERE job = $1 AND owner = $2",
+                &[&job, &owner],
+            )
+            .map(drop)
         })
     }
 
