@@ -438,26 +438,80 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         })
     };
 
-    // Dispatcher: one task per item, at most `window` alive at once.
+    // Dispatcher: one task per item, at most `window` alive at once, and
+    // at most a host's cap (plus a few waiting their turn) per host: items
+    // of a host that is slow or throttled wait here, not in slots that
+    // other hosts' items could use. Without it, 500 items of one slow host
+    // held all 512 slots and the other hosts' items waited behind them.
     let window = cfg.jobs * 4 + 256;
     let alive = Arc::new(Semaphore::new(window));
+    let per_host_alive = cfg.host_cap() + HOST_QUEUE;
+    let parked_most = window * 4;
+    let mut host_alive: std::collections::HashMap<String, usize> = Default::default();
+    let mut parked: std::collections::HashMap<String, std::collections::VecDeque<Item>> =
+        Default::default();
+    let mut parked_n = 0usize;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let mut input_open = true;
     loop {
+        if !input_open && parked_n == 0 {
+            break;
+        }
         let item = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            i = item_rx.recv() => match i { Some(i) => i, None => break },
+            Some(host) = done_rx.recv() => {
+                let left = host_alive.get_mut(&host).map(|n| {
+                    *n -= 1;
+                    *n
+                });
+                let next = parked.get_mut(&host).and_then(|q| q.pop_front());
+                if parked.get(&host).is_some_and(|q| q.is_empty()) {
+                    parked.remove(&host);
+                }
+                match next {
+                    Some(item) => {
+                        parked_n -= 1;
+                        item
+                    }
+                    None => {
+                        if left == Some(0) {
+                            host_alive.remove(&host);
+                        }
+                        continue;
+                    }
+                }
+            }
+            i = item_rx.recv(), if input_open && parked_n < parked_most => match i {
+                Some(i) if cfg.submit_only => {
+                    // Recorded and named; left pending for the workers.
+                    drop(i);
+                    continue;
+                }
+                Some(i) => {
+                    if host_alive.get(&i.host).is_some_and(|&n| n >= per_host_alive) {
+                        parked.entry(i.host.clone()).or_default().push_back(i);
+                        parked_n += 1;
+                        continue;
+                    }
+                    i
+                }
+                None => {
+                    input_open = false;
+                    continue;
+                }
+            },
         };
         let slot = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             s = alive.clone().acquire_owned() => s,
         };
-        if cfg.submit_only {
-            // Recorded and named; left pending for the workers.
-            continue;
-        }
+        *host_alive.entry(item.host.clone()).or_default() += 1;
         let shared = shared.clone();
+        let done = done_tx.clone();
         tokio::spawn(async move {
+            let host = item.host.clone();
             // An item stopped before its first request is not over: it
             // stays pending in the store, for the next run, and is neither
             // reported nor counted as failed.
@@ -465,6 +519,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
                 let _ = shared.fetcher.ledger.send(Event::Done(Box::new(o)));
             }
             drop(slot);
+            let _ = done.send(host);
         });
     }
     drop(item_rx);
@@ -527,6 +582,10 @@ struct Worker {
     cap: Arc<std::sync::atomic::AtomicUsize>,
     renewer: Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)>,
 }
+
+/// Items of one host alive beyond what its cap lets run: enough to keep
+/// its window full as transfers end.
+const HOST_QUEUE: usize = 16;
 
 /// Items claimed at a time: small, so that workers started together share
 /// the first items rather than the first one taking them all.

@@ -150,3 +150,43 @@ async fn rates_and_waits_are_kept_and_bad_ones_refused() {
     assert!(crate::util::stderr(&o).contains("bad --rate \"fast\""));
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_a_long_queue_does_not_hold_up_the_others() {
+    // 600 items of one host, then 60 of another, one transfer at a time
+    // (-j 1: each host's cap is 1). The first host's items beyond its cap
+    // wait in the dispatcher, not in its slots (there are 260): the second
+    // host's items go out among the first host's, instead of after them.
+    let origin = Origin::start(Config {
+        latency: std::time::Duration::from_millis(5),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    let mut urls: Vec<String> = (0..600)
+        .map(|i| origin.url(&format!("/file/busy{i}.bin?size=100")))
+        .collect();
+    urls.extend((0..60).map(|i| origin.url_host2(&format!("/file/other{i}.bin?size=100"))));
+    let list = s.list("urls.txt", &urls);
+    let o = s.fetch(&list, &["-j", "1"]).await;
+    assert_exit(&o, 0);
+    assert_eq!(s.out_files().len(), 660);
+    let log = origin.log();
+    let last_other = log
+        .iter()
+        .rposition(|r| r.path.starts_with("/file/other"))
+        .unwrap();
+    println!(
+        "last request of the second host: {last_other} of {}",
+        log.len()
+    );
+    // Measured: 125 with the per-host queue; 460 without
+    // (the other host's items went out only once all but 260 busy ones had).
+    assert!(
+        last_other < 250,
+        "the second host's last request was request {last_other} of {}",
+        log.len()
+    );
+    origin.stop().await;
+}
