@@ -16,8 +16,9 @@
 //!   requests are queueing at the server: the window stops growing and
 //!   gives back `1/window`, so it settles near the knee rather than at the
 //!   cap;
-//! - the window an overload happened at is remembered as the host's
-//!   ceiling: growth stops just below it, and goes past it again only after
+//! - the window an overload happened at (or, after a burst of refusals,
+//!   one more than what the burst found the host takes) is remembered as
+//!   the host's ceiling: growth stops just below it, and goes past it again only after
 //!   [`PROBE_AFTER`] (doubled each time the probe overloads again), so a
 //!   host that allows K in flight is held at K rather than pushed to K+1
 //!   and its 429 every few responses;
@@ -112,6 +113,13 @@ impl Window {
                     // fits than the window the burst went out at.
                     self.refused += 1.0;
                     self.size = self.size.min(self.burst - self.refused).max(1.0);
+                    // And where the host overloads is just above that, not
+                    // at the burst's window: growth stops at the limit
+                    // found, instead of probing one past it at once (a 429
+                    // and, with Retry-After, a pause of the whole host).
+                    if let Some((c, since, hold)) = self.ceiling {
+                        self.ceiling = Some((c.min(self.size.floor() + 1.0), since, hold));
+                    }
                     return;
                 }
                 self.last_cut = Some(now);
@@ -257,6 +265,15 @@ mod tests {
             w.update(Signal::Overloaded, t + i * MS);
         }
         assert_eq!(w.allowed(), 4);
+        // It stays there: the fifth is where the host refused.
+        for _ in 0..100 {
+            w.update(Signal::Clean(Some(20 * MS)), t + 100 * MS);
+        }
+        assert_eq!(
+            w.allowed(),
+            4,
+            "held at the limit found, not probing past it"
+        );
     }
 
     #[test]
