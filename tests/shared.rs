@@ -248,3 +248,53 @@ async fn per_host_holds_for_the_whole_job_across_workers() {
     assert!(max > 2, "only one worker worked: {max} in flight at most");
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_carries_on_when_postgres_restarts_under_it() {
+    let mut pg = Pg::start();
+    let origin = Origin::start(Config {
+        latency: Duration::from_millis(20),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let s = Scratch::new();
+    let routes = routes(400, "r", 2000);
+    let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
+    let list = s.list("urls.txt", &urls);
+    let o = shared(&pg, &["submit", "--job", "r", "-i", list.to_str().unwrap()]).await;
+    assert_exit(&o, 0);
+    let out = s.out();
+    let mut worker = haul(&[
+        "worker",
+        "--job",
+        "r",
+        "-o",
+        out.to_str().unwrap(),
+        "-j",
+        "4",
+    ]);
+    worker.env("HAUL_STATE", pg.url());
+    let worker = worker.spawn().unwrap();
+    crate::util::wait_until("some files have arrived", || {
+        std::fs::read_dir(s.out()).map(|d| d.count()).unwrap_or(0) > 20
+    })
+    .await;
+    // PostgreSQL goes away mid-job, as a crash would take it, and comes
+    // back a second later.
+    pg.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pg.start_again();
+    let o = worker.wait_with_output().await.unwrap();
+    assert_exit(&o, 0);
+    for r in &routes {
+        assert_eq!(read(s.out().join(name(r))), expected(r), "{r}");
+    }
+    let st = status_json(&pg, "r");
+    assert_eq!(
+        (st["ok"].clone(), st["pending"].clone()),
+        (400.into(), 0.into()),
+        "{st}"
+    );
+    origin.stop().await;
+}

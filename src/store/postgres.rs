@@ -129,6 +129,28 @@ impl PgLocation {
 
 type Call = Box<dyn FnOnce(&mut Client) + Send>;
 
+/// How long a lost connection is tried again before the job gives up.
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
+/// Between two tries.
+const RECONNECT_EVERY: Duration = Duration::from_millis(500);
+
+/// Whether `e` says the connection is gone (rather than a statement
+/// failing): the server shut down or restarted, or the network broke.
+fn is_lost(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.is_closed()
+        || e.as_db_error().is_some_and(|db| {
+            [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(db.code())
+        })
+        || (e.as_db_error().is_none()
+            && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()))
+}
+
 /// A PostgreSQL connection on a thread of its own.
 struct Conn {
     tx: Option<mpsc::Sender<Call>>,
@@ -156,6 +178,20 @@ impl Conn {
                     }
                 };
                 while let Ok(call) = rx.recv() {
+                    if client.is_closed() {
+                        // The server restarted, or the network broke: wait
+                        // for it to come back, then carry on.
+                        let since = std::time::Instant::now();
+                        while since.elapsed() < RECONNECT_FOR {
+                            match Client::connect(&url, NoTls) {
+                                Ok(c) => {
+                                    client = c;
+                                    break;
+                                }
+                                Err(_) => std::thread::sleep(RECONNECT_EVERY),
+                            }
+                        }
+                    }
                     call(&mut client);
                 }
             })
@@ -180,6 +216,12 @@ impl Conn {
     }
 
     fn error(&self, e: &postgres::Error) -> StoreError {
+        if is_lost(e) {
+            return StoreError::PostgresLost {
+                at: self.at.clone(),
+                message: describe(e),
+            };
+        }
         StoreError::Postgres {
             at: self.at.clone(),
             message: describe(e),
@@ -335,12 +377,21 @@ fn record(r: &postgres::Row) -> ItemRecord {
     }
 }
 
+/// A write of the open batch, to do again on a new connection if the old
+/// one was lost before the batch was committed.
+type Replay = Box<dyn Fn(&Conn) -> Result<(), StoreError> + Send>;
+
 /// A job's state in PostgreSQL. See the module documentation.
 pub struct PgStore {
     conn: Conn,
     job: i64,
     run: i64,
     in_tx: bool,
+    /// The open batch's writes, in order. A lost connection loses the
+    /// batch's transaction; it is begun again on the next connection and
+    /// these done again, so the ledger, which went on believing them
+    /// done, is right. Inserts are replayed with the ids they got.
+    log: std::cell::RefCell<Vec<Replay>>,
 }
 
 impl PgStore {
@@ -372,6 +423,7 @@ impl PgStore {
             job,
             run,
             in_tx: false,
+            log: Default::default(),
         })
     }
 
@@ -392,6 +444,7 @@ impl PgStore {
             job,
             run: 0,
             in_tx: false,
+            log: Default::default(),
         })
     }
 
@@ -410,13 +463,15 @@ impl PgStore {
         kind: &'static str,
         placed: i64,
     ) -> Result<Inserted, StoreError> {
-        let (job, url) = (self.job, url.to_string());
-        let known = self.conn.call(move |c| {
-            c.query_opt(
-                "SELECT 1 FROM items WHERE job = $1 AND url = $2 AND kind = $3 AND placed = $4",
-                &[&job, &url, &kind, &placed],
-            )
-            .map(|r| r.is_some())
+        let known = self.retry(|| {
+            let (job, url) = (self.job, url.to_string());
+            self.conn.call(move |c| {
+                c.query_opt(
+                    "SELECT 1 FROM items WHERE job = $1 AND url = $2 AND kind = $3 AND placed = $4",
+                    &[&job, &url, &kind, &placed],
+                )
+                .map(|r| r.is_some())
+            })
         })?;
         Ok(if known {
             Inserted::UrlKnown
@@ -425,29 +480,101 @@ impl PgStore {
         })
     }
 
-    fn exec(
-        &self,
-        sql: &'static str,
-        params: Vec<Box<dyn ToSql + Sync + Send>>,
-    ) -> Result<u64, StoreError> {
-        self.conn.call(move |c| {
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            c.execute(sql, &refs)
+    /// Runs `f`; when the connection was lost, waits for a new one, does
+    /// the open batch's writes again on it and runs `f` again.
+    fn retry<T>(&self, f: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut tries = 0;
+        loop {
+            match f() {
+                Err(StoreError::PostgresLost { .. }) if tries < 3 => {
+                    tries += 1;
+                    self.recover()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A new connection (the connection's thread waits for the server),
+    /// with the open batch begun again and its writes done again.
+    fn recover(&self) -> Result<(), StoreError> {
+        self.conn.call(|c| c.batch_execute("SELECT 1"))?;
+        if self.in_tx {
+            self.conn.call(|c| c.batch_execute("BEGIN"))?;
+            for write in self.log.borrow().iter() {
+                write(&self.conn)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes a write of the open batch, to do again after a lost
+    /// connection.
+    fn logged(&self, replay: Replay) {
+        if self.in_tx {
+            self.log.borrow_mut().push(replay);
+        }
+    }
+
+    fn exec(&self, sql: &'static str, params: Params) -> Result<u64, StoreError> {
+        let params = std::sync::Arc::new(params);
+        let run = move |conn: &Conn| {
+            let params = params.clone();
+            conn.call(move |c| {
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+                c.execute(sql, &refs)
+            })
+        };
+        let n = self.retry(|| run(&self.conn))?;
+        self.logged(Box::new(move |conn| run(conn).map(drop)));
+        Ok(n)
+    }
+
+    fn one_row(&self, sql: String, params: Params) -> Result<Option<Row>, StoreError> {
+        let params = std::sync::Arc::new(params);
+        self.retry(|| {
+            let (sql, params) = (sql.clone(), params.clone());
+            self.conn.call(move |c| {
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+                c.query_opt(sql.as_str(), &refs)
+                    .map(|r| r.as_ref().map(row))
+            })
         })
     }
 
-    fn one_row(
+    /// An insert that may collide (`ON CONFLICT DO NOTHING RETURNING id`):
+    /// the new id, or `None`. Replayed, after a lost connection, with the
+    /// id it got (`replay_sql` takes it as its last parameter).
+    fn insert(
         &self,
-        sql: String,
-        params: Vec<Box<dyn ToSql + Sync + Send>>,
-    ) -> Result<Option<Row>, StoreError> {
-        self.conn.call(move |c| {
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            c.query_opt(sql.as_str(), &refs)
-                .map(|r| r.as_ref().map(row))
-        })
+        sql: &'static str,
+        replay_sql: &'static str,
+        params: Params,
+    ) -> Result<Option<i64>, StoreError> {
+        let params = std::sync::Arc::new(params);
+        let id = self.retry(|| {
+            let params = params.clone();
+            self.conn.call(move |c| {
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+                c.query_opt(sql, &refs)
+                    .map(|r| r.map(|r| r.get::<_, i64>(0)))
+            })
+        })?;
+        if let Some(id) = id {
+            self.logged(Box::new(move |conn| {
+                let params = params.clone();
+                conn.call(move |c| {
+                    let mut refs: Vec<&(dyn ToSql + Sync)> =
+                        params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+                    refs.push(&id);
+                    c.execute(replay_sql, &refs).map(drop)
+                })
+            }));
+        }
+        Ok(id)
     }
 }
 
@@ -495,7 +622,8 @@ impl super::JobStore for PgStore {
 
     fn begin(&mut self) -> Result<(), StoreError> {
         if !self.in_tx {
-            self.conn.call(|c| c.batch_execute("BEGIN"))?;
+            self.log.get_mut().clear();
+            self.retry(|| self.conn.call(|c| c.batch_execute("BEGIN")))?;
             self.in_tx = true;
         }
         Ok(())
@@ -503,8 +631,9 @@ impl super::JobStore for PgStore {
 
     fn commit(&mut self) -> Result<(), StoreError> {
         if self.in_tx {
+            self.retry(|| self.conn.call(|c| c.batch_execute("COMMIT")))?;
             self.in_tx = false;
-            self.conn.call(|c| c.batch_execute("COMMIT"))?;
+            self.log.get_mut().clear();
         }
         Ok(())
     }
@@ -547,18 +676,17 @@ impl super::JobStore for PgStore {
             page,
             now()
         ];
-        let id = self.conn.call(move |c| {
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                p.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            c.query_opt(
-                "INSERT INTO items (job, url, input, line, path, state, seen_run, kind, page_id,
-                                    placed, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'file', $7, $7, $8, $8)
-                 ON CONFLICT DO NOTHING RETURNING id",
-                &refs,
-            )
-            .map(|r| r.map(|r| r.get::<_, i64>(0)))
-        })?;
+        let id = self.insert(
+            "INSERT INTO items (job, url, input, line, path, state, seen_run, kind, page_id,
+                                placed, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'file', $7, $7, $8, $8)
+             ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO items (job, url, input, line, path, state, seen_run, kind, page_id,
+                                placed, created_at, updated_at, id)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'file', $7, $7, $8, $8, $9)
+             ON CONFLICT DO NOTHING",
+            p,
+        )?;
         match id {
             Some(id) => Ok(Inserted::Id(id)),
             None => self.collision(url, "file", page),
@@ -573,13 +701,15 @@ impl super::JobStore for PgStore {
     }
 
     fn path_taken(&self, path: &str) -> Result<bool, StoreError> {
-        let (job, path) = (self.job, path.to_string());
-        self.conn.call(move |c| {
-            c.query_opt(
-                "SELECT 1 FROM items WHERE job = $1 AND path = $2",
-                &[&job, &path],
-            )
-            .map(|r| r.is_some())
+        self.retry(|| {
+            let (job, path) = (self.job, path.to_string());
+            self.conn.call(move |c| {
+                c.query_opt(
+                    "SELECT 1 FROM items WHERE job = $1 AND path = $2",
+                    &[&job, &path],
+                )
+                .map(|r| r.is_some())
+            })
         })
     }
 
@@ -605,18 +735,17 @@ impl super::JobStore for PgStore {
             page_id,
             now()
         ];
-        let id = self.conn.call(move |c| {
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                p.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            c.query_opt(
-                "INSERT INTO items (job, url, input, line, path, state, seen_run, kind, depth,
-                                    page_id, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $10)
-                 ON CONFLICT DO NOTHING RETURNING id",
-                &refs,
-            )
-            .map(|r| r.map(|r| r.get::<_, i64>(0)))
-        })?;
+        let id = self.insert(
+            "INSERT INTO items (job, url, input, line, path, state, seen_run, kind, depth,
+                                page_id, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $10)
+             ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO items (job, url, input, line, path, state, seen_run, kind, depth,
+                                page_id, created_at, updated_at, id)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $10, $11)
+             ON CONFLICT DO NOTHING",
+            p,
+        )?;
         match id {
             Some(id) => Ok(Inserted::Id(id)),
             None => self.collision(url, kind, 0),
@@ -787,13 +916,15 @@ impl super::JobStore for PgStore {
     }
 
     fn folder_of(&self, page: i64) -> Result<Option<String>, StoreError> {
-        let job = self.job;
-        self.conn.call(move |c| {
-            c.query_opt(
-                "SELECT path FROM items WHERE id = $1 AND job = $2 AND kind = 'page'",
-                &[&page, &job],
-            )
-            .map(|r| r.and_then(|r| r.get::<_, Option<String>>(0)))
+        self.retry(|| {
+            let job = self.job;
+            self.conn.call(move |c| {
+                c.query_opt(
+                    "SELECT path FROM items WHERE id = $1 AND job = $2 AND kind = 'page'",
+                    &[&page, &job],
+                )
+                .map(|r| r.and_then(|r| r.get::<_, Option<String>>(0)))
+            })
         })
     }
 

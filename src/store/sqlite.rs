@@ -80,6 +80,19 @@ pub enum StoreError {
         /// What PostgreSQL (or its client) said.
         message: String,
     },
+    /// The connection to PostgreSQL was lost and could not be made again
+    /// within two minutes.
+    #[error(
+        "job state in {at}: the connection was lost ({message}) and PostgreSQL could not be \
+         reached again within two minutes; what was recorded is kept: run the same command \
+         again once it is back"
+    )]
+    PostgresLost {
+        /// The server (without its password) and the job.
+        at: String,
+        /// What the client said.
+        message: String,
+    },
     /// A worker or `haul status` named a job the database does not hold.
     #[error(
         "no job in {0}: submit one first (haul submit --state URL --job NAME -i LIST), \
