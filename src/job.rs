@@ -280,6 +280,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
             lease,
             cfg.retry_failed,
             (cfg.per_host > 0).then_some(cfg.per_host),
+            !cfg.rates.is_empty() || cfg.wait.is_some(),
         )?),
         _ => None,
     };
@@ -321,8 +322,21 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         },
         meta_url: cfg.meta_url.clone(),
         limits: {
-            let limits = Limits::new(cfg.jobs, cfg.host_cap(), cfg.adaptive)
-                .with_rates(crate::schedule::rate::Rates::new(&cfg.rates, cfg.wait));
+            // A worker's rates are its share of the job's, as many workers
+            // as there were when it started (the per-host cap follows them
+            // as they come and go; rates do not, yet).
+            let workers = worker.as_ref().map_or(1, |w| w.live_at_start) as u32;
+            let rates: Vec<_> = cfg
+                .rates
+                .iter()
+                .map(|r| crate::schedule::rate::Rate {
+                    per: r.per * workers,
+                    ..r.clone()
+                })
+                .collect();
+            let limits = Limits::new(cfg.jobs, cfg.host_cap(), cfg.adaptive).with_rates(
+                crate::schedule::rate::Rates::new(&rates, cfg.wait.map(|w| w * workers)),
+            );
             match &worker {
                 Some(w) => limits.with_shared_cap(w.cap.clone()),
                 None => limits,
@@ -580,6 +594,8 @@ struct Worker {
     /// This worker's share of a job-wide `--per-host`, as workers come
     /// and go.
     cap: Arc<std::sync::atomic::AtomicUsize>,
+    /// Workers alive when this one started.
+    live_at_start: u64,
     renewer: Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)>,
 }
 
@@ -600,6 +616,7 @@ impl Worker {
         lease: Duration,
         retry_failed: bool,
         per_host: Option<usize>,
+        rated: bool,
     ) -> Result<Worker, JobError> {
         use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
         let owner = format!(
@@ -616,15 +633,14 @@ impl Worker {
         claims.requeue_failed(retry_failed)?;
         let cap = Arc::new(AtomicUsize::new(usize::MAX));
         let share = move |live: u64| per_host.map_or(usize::MAX, |n| (n / live as usize).max(1));
-        let live = claims.heartbeat()?;
-        if per_host.is_some() {
+        let mut live = claims.heartbeat()?;
+        if per_host.is_some() || rated {
             // Workers started together see each other before any request:
-            // the job-wide limit holds from the first one.
+            // the job-wide limits hold from the first one.
             std::thread::sleep(HEARTBEAT + HEARTBEAT / 2);
-            cap.store(share(claims.heartbeat()?), Relaxed);
-        } else {
-            cap.store(share(live), Relaxed);
+            live = claims.heartbeat()?;
         }
+        cap.store(share(live), Relaxed);
         let renewing = crate::store::Claims::open(loc, &owner, lease)?;
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let worker_cap = cap.clone();
@@ -654,6 +670,7 @@ impl Worker {
             owner,
             claims,
             cap,
+            live_at_start: live,
             renewer: Some((renewer, stop_tx)),
         })
     }

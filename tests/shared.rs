@@ -97,6 +97,11 @@ async fn workers_share_a_submitted_job_and_each_file_is_fetched_once() {
         (600.into(), 0.into()),
         "{st}"
     );
+    // Per worker: every item done by one of them.
+    let workers = st["workers"].as_array().unwrap();
+    let by_workers: u64 = workers.iter().map(|w| w["ok"].as_u64().unwrap()).sum();
+    assert_eq!(by_workers, 600, "{st}");
+    assert!(workers.len() >= 2, "the three workers shared the job: {st}");
     origin.stop().await;
 }
 

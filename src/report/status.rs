@@ -102,6 +102,8 @@ pub struct JobStatus {
     pub hosts: Vec<HostFigures>,
     /// Hosts in the job.
     pub hosts_total: u64,
+    /// For a shared job, each worker's share.
+    pub workers: Vec<crate::store::WorkerFigures>,
     /// What a re-run would do.
     pub rerun: Rerun,
 }
@@ -257,6 +259,7 @@ fn load_from(
     st.hosts
         .sort_by(|a, b| b.items.cmp(&a.items).then_with(|| a.host.cmp(&b.host)));
     st.hosts.truncate(HOSTS_LISTED);
+    st.workers = store.per_worker()?;
     Ok(st)
 }
 
@@ -308,6 +311,19 @@ fn render_at(at: &str, st: &JobStatus) -> String {
         let _ = writeln!(s, "failures by reason and host:");
         for g in &st.failures {
             let _ = writeln!(s, "  {:>8}  {}  {}", g.count, g.reason, g.host);
+        }
+    }
+    if !st.workers.is_empty() {
+        let _ = writeln!(s, "workers ({}):", st.workers.len());
+        for w in &st.workers {
+            let _ = writeln!(
+                s,
+                "  {:>8} done  {:>8} failed  {:>10}  {}",
+                w.ok,
+                w.failed,
+                human_bytes(w.bytes),
+                w.worker
+            );
         }
     }
     let r = &st.rerun;

@@ -158,6 +158,24 @@ pub trait JobStore: Send {
     fn disk_full(&self) -> bool {
         false
     }
+    /// For a shared job: each worker's items, by the name it registered
+    /// (`host-pid-…`): done, failed, bytes. Empty for a local job.
+    fn per_worker(&self) -> Result<Vec<WorkerFigures>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// One worker's share of a shared job, for `haul status`.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct WorkerFigures {
+    /// The worker's name: its host, pid and a random part.
+    pub worker: String,
+    /// Items it downloaded.
+    pub ok: u64,
+    /// Items that failed in its hands.
+    pub failed: u64,
+    /// Bytes it downloaded.
+    pub bytes: u64,
 }
 
 impl JobStore for Store {

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 
-use super::{Finish, Inserted, ItemRecord, Row, State, StoreError, Unfinished};
+use super::{Finish, Inserted, ItemRecord, Row, State, StoreError, Unfinished, WorkerFigures};
 
 /// The schema version this build writes (the `haul_schema` table).
 pub const PG_SCHEMA_VERSION: i32 = 1;
@@ -913,6 +913,33 @@ impl super::JobStore for PgStore {
                 true
             },
         )
+    }
+
+    fn per_worker(&self) -> Result<Vec<WorkerFigures>, StoreError> {
+        let job = self.job;
+        // An item's last run is the one that planned it last: for a
+        // worker's item, that worker's run.
+        self.conn.call(move |c| {
+            let rows = c.query(
+                "SELECT r.worker,
+                        COUNT(*) FILTER (WHERE i.state IN ('ok', 'saved')),
+                        COUNT(*) FILTER (WHERE i.state = 'failed'),
+                        COALESCE(SUM(i.bytes) FILTER (WHERE i.state IN ('ok', 'saved')), 0)::BIGINT
+                 FROM items i JOIN runs r ON r.id = i.seen_run
+                 WHERE i.job = $1 AND r.worker IS NOT NULL
+                 GROUP BY r.worker ORDER BY r.worker",
+                &[&job],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| WorkerFigures {
+                    worker: r.get(0),
+                    ok: r.get::<_, i64>(1) as u64,
+                    failed: r.get::<_, i64>(2) as u64,
+                    bytes: r.get::<_, i64>(3) as u64,
+                })
+                .collect())
+        })
     }
 
     fn folder_of(&self, page: i64) -> Result<Option<String>, StoreError> {
