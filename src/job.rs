@@ -24,7 +24,7 @@ use crate::ledger::{Event, Ledger, LedgerError, Wiring};
 use crate::plan::{Item, Planner};
 use crate::report::{self, Outcome, Progress, ProgressMode, Recorder, ReportFiles, Status, Tally};
 use crate::schedule::{Backoff, Limits, Signal};
-use crate::source::{self, Entry, InputSpec};
+use crate::source::{self, InputSpec};
 use crate::store::{Store, StoreError};
 
 /// A job that could not run at all (as opposed to items that failed).
@@ -275,7 +275,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     // there predates the job.
     let empty_output = cfg.submit_only || holds_only_state(&cfg.output, &cfg.reports);
     let worker = match (&cfg.source.state, cfg.worker) {
-        (Some(loc), Some(lease)) => Some(Worker::start(
+        (Some(loc), Some(lease)) => Some(crate::worker::Worker::start(
             loc,
             lease,
             cfg.retry_failed,
@@ -362,14 +362,17 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         // A worker holds at most twice what it can have in flight: the rest
         // stays claimable by other workers, and a worker that dies holds
         // up no more than that.
-        let (progress_in, most) = (progress.clone(), (cfg.jobs * 2).max(CLAIM_BATCH as usize));
+        let (progress_in, most) = (
+            progress.clone(),
+            (cfg.jobs * 2).max(crate::worker::CLAIM_BATCH as usize),
+        );
         std::thread::Builder::new()
             .name("haul-input".into())
             .spawn(move || {
                 if let Some((claims, reporter)) = claims {
                     let outstanding =
                         |claimed: u64| claimed.saturating_sub(progress_in.finished()) as usize;
-                    claim_loop(&claims, &entry_tx, &stop, &*reporter, &|c| {
+                    crate::worker::claim_loop(&claims, &entry_tx, &stop, &*reporter, &|c| {
                         most.saturating_sub(outstanding(c))
                     });
                     return Vec::new();
@@ -586,176 +589,9 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     })
 }
 
-/// A worker's hold on the shared job: its claims, and the thread that
-/// keeps its leases alive.
-struct Worker {
-    owner: String,
-    claims: Arc<crate::store::Claims>,
-    /// This worker's share of a job-wide `--per-host`, as workers come
-    /// and go.
-    cap: Arc<std::sync::atomic::AtomicUsize>,
-    /// Workers alive when this one started.
-    live_at_start: u64,
-    renewer: Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)>,
-}
-
 /// Items of one host alive beyond what its cap lets run: enough to keep
 /// its window full as transfers end.
 const HOST_QUEUE: usize = 16;
-
-/// Items claimed at a time: small, so that workers started together share
-/// the first items rather than the first one taking them all.
-const CLAIM_BATCH: u32 = 16;
-
-/// How often a worker says it is alive and counts the others.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-
-impl Worker {
-    fn start(
-        loc: &crate::store::PgLocation,
-        lease: Duration,
-        retry_failed: bool,
-        per_host: Option<usize>,
-        rated: bool,
-    ) -> Result<Worker, JobError> {
-        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-        let owner = format!(
-            "{}-{}-{:08x}",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "worker".into()),
-            std::process::id(),
-            fastrand::u32(..)
-        );
-        let claims = Arc::new(crate::store::Claims::open(loc, &owner, lease)?);
-        // As a re-run does: transient failures are tried again, and
-        // permanent ones too with --retry-failed.
-        claims.requeue_failed(retry_failed)?;
-        let cap = Arc::new(AtomicUsize::new(usize::MAX));
-        let share = move |live: u64| per_host.map_or(usize::MAX, |n| (n / live as usize).max(1));
-        let mut live = claims.heartbeat()?;
-        if per_host.is_some() || rated {
-            // Workers started together see each other before any request:
-            // the job-wide limits hold from the first one.
-            std::thread::sleep(HEARTBEAT + HEARTBEAT / 2);
-            live = claims.heartbeat()?;
-        }
-        cap.store(share(live), Relaxed);
-        let renewing = crate::store::Claims::open(loc, &owner, lease)?;
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let worker_cap = cap.clone();
-        let renewer = std::thread::Builder::new()
-            .name("haul-lease".into())
-            .spawn(move || {
-                // Leases are renewed every third of their length: two
-                // renewals may fail before the items go to other workers.
-                let mut renewed = Instant::now();
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stop_rx.recv_timeout(HEARTBEAT.min(lease / 3))
-                {
-                    if let Ok(live) = renewing.heartbeat() {
-                        worker_cap.store(share(live), Relaxed);
-                    }
-                    if renewed.elapsed() >= lease / 3 {
-                        let _ = renewing.renew();
-                        renewed = Instant::now();
-                    }
-                }
-            })
-            .map_err(|source| JobError::Output {
-                path: PathBuf::from(loc.display()),
-                source,
-            })?;
-        Ok(Worker {
-            owner,
-            claims,
-            cap,
-            live_at_start: live,
-            renewer: Some((renewer, stop_tx)),
-        })
-    }
-
-    /// Stops renewing and gives back what this worker claimed and did not
-    /// finish (interrupted, or stopped by a full disk), for the others.
-    fn finish(mut self, reporter: &dyn report::Reporter) {
-        if let Some((thread, stop)) = self.renewer.take() {
-            drop(stop);
-            let _ = thread.join();
-        }
-        let _ = self.claims.leave();
-        if let Err(e) = self.claims.release() {
-            reporter.on_message(
-                report::Level::Warning,
-                &format!("could not give back this worker's unfinished items ({e}); they go to other workers when their leases run out"),
-            );
-        }
-    }
-}
-
-/// A worker's input: claims batches of pending items until none is left
-/// that this or another worker could take.
-fn claim_loop(
-    claims: &crate::store::Claims,
-    to_ledger: &mpsc::Sender<Entry>,
-    stop: &CancellationToken,
-    reporter: &dyn report::Reporter,
-    room: &dyn Fn(u64) -> usize,
-) {
-    let mut idle_said = false;
-    let mut claimed = 0u64;
-    while !stop.is_cancelled() {
-        let n = room(claimed).min(CLAIM_BATCH as usize) as u32;
-        if n == 0 {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        }
-        let batch = match claims.claim(n) {
-            Ok(b) => b,
-            Err(e) => {
-                reporter.on_message(
-                    report::Level::Warning,
-                    &format!("cannot claim items: {e}; trying again in a few seconds"),
-                );
-                std::thread::sleep(Duration::from_secs(3));
-                continue;
-            }
-        };
-        if batch.is_empty() {
-            match claims.others_pending() {
-                Ok(true) => {
-                    if !idle_said {
-                        reporter.on_message(
-                            report::Level::Note,
-                            "nothing left to claim; waiting for other workers' items \
-                             (taken over if their leases run out)",
-                        );
-                        idle_said = true;
-                    }
-                    std::thread::sleep(Duration::from_millis(500));
-                    continue;
-                }
-                _ => return,
-            }
-        }
-        idle_said = false;
-        claimed += batch.len() as u64;
-        for u in batch {
-            let origin = crate::source::Origin {
-                input: u.input.into(),
-                line: u.line,
-            };
-            let mut entry = Entry::new(origin, Ok(u.url));
-            entry.discovered = true;
-            entry.parent = u.parent;
-            if let Some(depth) = u.page_depth {
-                entry.kind = crate::source::Kind::Page { depth };
-            }
-            if to_ledger.blocking_send(entry).is_err() {
-                return;
-            }
-        }
-    }
-}
 
 /// What one successful step of an item gave.
 enum Step {

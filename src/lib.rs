@@ -57,6 +57,7 @@ mod schedule;
 mod source;
 mod store;
 mod template;
+mod worker;
 
 #[cfg(feature = "cli")]
 pub mod cli;
