@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS items (
     UNIQUE (job, path)
 );
 CREATE INDEX IF NOT EXISTS items_pending ON items (job, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS items_leased ON items (job, lease_owner) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS workers (
     job BIGINT NOT NULL REFERENCES jobs (id),
     owner TEXT NOT NULL,
@@ -134,6 +135,16 @@ const RECONNECT_FOR: Duration = Duration::from_secs(120);
 /// Between two tries.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
+/// A new session.
+///
+/// Commits wait for the server's disk (PostgreSQL's default): with
+/// `synchronous_commit = off` a worker ran faster, but a crash of
+/// PostgreSQL lost outcomes the worker had been told were committed, so it
+/// exited 0 with items still pending (the restart test caught it).
+fn connect(url: &str) -> Result<Client, postgres::Error> {
+    Client::connect(url, NoTls)
+}
+
 /// Whether `e` says the connection is gone (rather than a statement
 /// failing): the server shut down or restarted, or the network broke.
 fn is_lost(e: &postgres::Error) -> bool {
@@ -167,7 +178,7 @@ impl Conn {
         let thread = std::thread::Builder::new()
             .name("haul-pg".into())
             .spawn(move || {
-                let mut client = match Client::connect(&url, NoTls) {
+                let mut client = match connect(&url) {
                     Ok(c) => {
                         let _ = ready_tx.send(Ok(()));
                         c
@@ -183,7 +194,7 @@ impl Conn {
                         // for it to come back, then carry on.
                         let since = std::time::Instant::now();
                         while since.elapsed() < RECONNECT_FOR {
-                            match Client::connect(&url, NoTls) {
+                            match connect(&url) {
                                 Ok(c) => {
                                     client = c;
                                     break;
@@ -1025,6 +1036,11 @@ pub struct Claims {
     job: i64,
     owner: String,
     lease: Duration,
+    /// The highest id claimed so far: the next claim looks past it, not
+    /// through the items done before it (their dead row versions would
+    /// make every claim slower than the last), and wraps around to the
+    /// start only when nothing is left past it.
+    cursor: std::sync::atomic::AtomicI64,
 }
 
 impl Claims {
@@ -1046,11 +1062,25 @@ impl Claims {
             job,
             owner: owner.to_string(),
             lease,
+            cursor: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
     /// Claims up to `n` pending items not leased by a live worker.
     pub fn claim(&self, n: u32) -> Result<Vec<Unfinished>, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let after = self.cursor.load(Relaxed);
+        let mut claimed = self.claim_after(after, n)?;
+        if claimed.is_empty() && after > 0 {
+            claimed = self.claim_after(0, n)?;
+        }
+        if let Some(max) = claimed.iter().map(|(id, _)| *id).max() {
+            self.cursor.store(max, Relaxed);
+        }
+        Ok(claimed.into_iter().map(|(_, u)| u).collect())
+    }
+
+    fn claim_after(&self, after: i64, n: u32) -> Result<Vec<(i64, Unfinished)>, StoreError> {
         let (job, owner, lease, n) = (
             self.job,
             self.owner.clone(),
@@ -1061,7 +1091,7 @@ impl Claims {
             let rows = c.query(
                 "WITH picked AS (
                      SELECT id FROM items
-                     WHERE job = $1 AND state = 'pending'
+                     WHERE job = $1 AND state = 'pending' AND id > $5
                        AND (lease_until IS NULL OR lease_until < now())
                      ORDER BY id LIMIT $4
                      FOR UPDATE SKIP LOCKED
@@ -1070,10 +1100,13 @@ impl Claims {
                         lease_until = now() + make_interval(secs => $3)
                  FROM picked WHERE i.id = picked.id
                  RETURNING i.url, i.input, i.line, i.kind, i.depth, NULL::BIGINT, NULL::TEXT,
-                           NULL::TEXT, NULL::TEXT, i.page_id",
-                &[&job, &owner, &lease, &n],
+                           NULL::TEXT, NULL::TEXT, i.page_id, i.id",
+                &[&job, &owner, &lease, &n, &after],
             )?;
-            Ok(rows.iter().map(unfinished).collect())
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, i64>(10), unfinished(r)))
+                .collect())
         })
     }
 
