@@ -440,16 +440,7 @@ impl PgStore {
 
     /// Opens the job `loc.job` to read it; fails if there is none.
     pub fn open_existing(loc: &PgLocation) -> Result<PgStore, StoreError> {
-        let conn = Conn::open(loc)?;
-        migrate(&conn)?;
-        let name = loc.job.clone();
-        let job = conn.call(move |c| {
-            c.query_opt("SELECT id FROM jobs WHERE name = $1", &[&name])
-                .map(|r| r.map(|r| r.get::<_, i64>(0)))
-        })?;
-        let Some(job) = job else {
-            return Err(StoreError::NoJob(loc.display()));
-        };
+        let (conn, job) = existing_job(loc)?;
         Ok(PgStore {
             conn,
             job,
@@ -586,6 +577,21 @@ impl PgStore {
             }));
         }
         Ok(id)
+    }
+}
+
+/// A connection to the job `loc.job`, which must exist, and its id.
+fn existing_job(loc: &PgLocation) -> Result<(Conn, i64), StoreError> {
+    let conn = Conn::open(loc)?;
+    migrate(&conn)?;
+    let name = loc.job.clone();
+    let job = conn.call(move |c| {
+        c.query_opt("SELECT id FROM jobs WHERE name = $1", &[&name])
+            .map(|r| r.map(|r| r.get::<_, i64>(0)))
+    })?;
+    match job {
+        Some(job) => Ok((conn, job)),
+        None => Err(StoreError::NoJob(loc.display())),
     }
 }
 
@@ -1047,16 +1053,7 @@ impl Claims {
     /// Claims for `owner` (a name unique to this worker) on job `loc.job`,
     /// which must exist.
     pub fn open(loc: &PgLocation, owner: &str, lease: Duration) -> Result<Claims, StoreError> {
-        let conn = Conn::open(loc)?;
-        migrate(&conn)?;
-        let name = loc.job.clone();
-        let job = conn.call(move |c| {
-            c.query_opt("SELECT id FROM jobs WHERE name = $1", &[&name])
-                .map(|r| r.map(|r| r.get::<_, i64>(0)))
-        })?;
-        let Some(job) = job else {
-            return Err(StoreError::NoJob(loc.display()));
-        };
+        let (conn, job) = existing_job(loc)?;
         Ok(Claims {
             conn,
             job,

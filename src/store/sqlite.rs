@@ -396,6 +396,24 @@ fn has_column(conn: &Connection, column: &str) -> rusqlite::Result<bool> {
         .exists([column])
 }
 
+/// An insert's new id, or which key it collided on.
+fn inserted_or_collision(inserted: Result<i64, StoreError>) -> Result<Inserted, StoreError> {
+    match inserted {
+        Ok(id) => Ok(Inserted::Id(id)),
+        Err(StoreError::Sqlite {
+            source: rusqlite::Error::SqliteFailure(e, Some(msg)),
+            ..
+        }) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            if msg.contains("items.path") {
+                Ok(Inserted::PathTaken)
+            } else {
+                Ok(Inserted::UrlKnown)
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -638,20 +656,7 @@ impl Store {
             .execute(params![url, input, line as i64, path, self.run, page, t])?;
             Ok(c.last_insert_rowid())
         });
-        match inserted {
-            Ok(id) => Ok(Inserted::Id(id)),
-            Err(StoreError::Sqlite {
-                source: rusqlite::Error::SqliteFailure(e, Some(msg)),
-                ..
-            }) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                if msg.contains("items.path") {
-                    Ok(Inserted::PathTaken)
-                } else {
-                    Ok(Inserted::UrlKnown)
-                }
-            }
-            Err(e) => Err(e),
-        }
+        inserted_or_collision(inserted)
     }
 
     /// The state, path, size and hash of item `id`, for placing its file
@@ -740,20 +745,15 @@ impl Store {
         page_depth: Option<u32>,
         page_id: Option<i64>,
     ) -> Result<Inserted, StoreError> {
-        match self.insert_kind(url, input, line, path, State::Pending, page_depth, page_id) {
-            Ok(id) => Ok(Inserted::Id(id)),
-            Err(StoreError::Sqlite {
-                source: rusqlite::Error::SqliteFailure(e, Some(msg)),
-                ..
-            }) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                if msg.contains("items.path") {
-                    Ok(Inserted::PathTaken)
-                } else {
-                    Ok(Inserted::UrlKnown)
-                }
-            }
-            Err(e) => Err(e),
-        }
+        inserted_or_collision(self.insert_kind(
+            url,
+            input,
+            line,
+            path,
+            State::Pending,
+            page_depth,
+            page_id,
+        ))
     }
 
     /// Records what a crawled page held: its title, its folder and how many
