@@ -22,7 +22,19 @@ Design:
   the timing.
 - Verification is outside the timing: nginx downloads are compared byte for
   byte with their source files, origin downloads with `haul-origin verify`.
+- The python workload (opt-in, issue 16) runs haul's Python API
+  (`haul-py`: bench/peers/haul_api.py in the venv bench/run builds the
+  package into, bench/out/py-venv) against the aiohttp script and the haul
+  command on the small-file workload, with CPU per file in the table.
+- The politeness group (opt-in: throttled-4, throttled-16, knee, hosts) runs
+  haul variants rather than peers: haul's adaptive defaults against fixed
+  `--per-host N --fixed` windows, on origins that throttle (429 above K in
+  flight) or slow down with load, and 20 hosts of which one is slow. What
+  happened when comes from the origin's `--timeline` (counters sampled every
+  10 ms), not from the client.
 """
+
+import re
 
 import os
 import platform
@@ -51,11 +63,18 @@ PIDS = OUT / "pids"  # bench/run's EXIT trap stops whatever is listed here
 WWW = OUT / "www"
 RESULTS = OUT / "results.md"
 
-ALL_TOOLS = ["haul", "aria2c", "wget2", "curl", "aiohttp"]
+ALL_TOOLS = ["haul", "aria2c", "wget2", "curl", "aiohttp", "haul-py"]
+# Tools that only the python workload runs (haul-py needs the venv that
+# bench/run builds the package into: a release build of ~4 min).
+PYTHON_ONLY_TOOLS = {"haul-py"}
 # Names a tool keeps in its output directory on purpose, not left-overs.
 JOB_STATE = {".haul"}  # haul's job state (DIR/.haul/state.db)
 DEFAULT_WORKLOADS = ["latency", "small", "large", "faults-baseline", "faults", "perfile"]
 HEAVY_WORKLOADS = ["million", "rerun"]
+# Opt-in; BENCH_ONLY=politeness selects them all.
+POLITENESS_WORKLOADS = ["throttled-4", "throttled-16", "knee", "hosts"]
+# Opt-in: haul's Python API against the aiohttp script (issue 16).
+PYTHON_WORKLOADS = ["python"]
 
 
 def env_int(name, default):
@@ -88,17 +107,44 @@ SETTINGS = {
     "BENCH_FAULTS_RESET_RATE": env_float("BENCH_FAULTS_RESET_RATE", 0.05),
     "BENCH_PERFILE_N": env_int("BENCH_PERFILE_N", 50000),
     "BENCH_PERFILE_SIZE": env_int("BENCH_PERFILE_SIZE", 4096),
+    "BENCH_PYTHON_N": env_int("BENCH_PYTHON_N", 10000),
+    "BENCH_PYTHON_SIZE": env_int("BENCH_PYTHON_SIZE", 10240),
     "BENCH_MILLION_N": env_int("BENCH_MILLION_N", 1_000_000),
     "BENCH_MILLION_SIZE": env_int("BENCH_MILLION_SIZE", 64),
     "BENCH_MILLION_RUNS": env_int("BENCH_MILLION_RUNS", 1),
     "BENCH_RERUN_N": env_int("BENCH_RERUN_N", 100_000),
     "BENCH_RERUN_SIZE": env_int("BENCH_RERUN_SIZE", 1024),
     "BENCH_RERUN_RUNS": env_int("BENCH_RERUN_RUNS", env_int("BENCH_RUNS", 3)),
+    # Politeness group. throttled-K gets BENCH_THROTTLED_N x K items, so its
+    # best fixed window (K) takes N x latency (5 s) whatever K is.
+    "BENCH_POLITENESS_SIZE": env_int("BENCH_POLITENESS_SIZE", 10240),
+    "BENCH_POLITENESS_TIMEOUT": env_int("BENCH_POLITENESS_TIMEOUT", 15),
+    "BENCH_THROTTLED_N": env_int("BENCH_THROTTLED_N", 250),
+    "BENCH_THROTTLED_MS": env_int("BENCH_THROTTLED_MS", 20),
+    "BENCH_THROTTLED_RETRY_AFTER": env_int("BENCH_THROTTLED_RETRY_AFTER", 1),
+    "BENCH_THROTTLED_SWEEP": os.environ.get("BENCH_THROTTLED_SWEEP") or "0.5,1,2",
+    "BENCH_THROTTLED_PEERS": os.environ.get("BENCH_THROTTLED_PEERS", "curl,wget2"),
+    # The peers lose files to 429s the same way every time; once is enough.
+    "BENCH_THROTTLED_PEER_RUNS": env_int("BENCH_THROTTLED_PEER_RUNS", 1),
+    "BENCH_KNEE_N": env_int("BENCH_KNEE_N", 500),
+    "BENCH_KNEE_MS": env_int("BENCH_KNEE_MS", 20),
+    "BENCH_KNEE_PER_MS": env_int("BENCH_KNEE_PER_MS", 5),
+    "BENCH_KNEE_SWEEP": os.environ.get("BENCH_KNEE_SWEEP") or "4,8,16,32,64",
+    "BENCH_HOSTS": env_int("BENCH_HOSTS", 20),
+    "BENCH_HOSTS_N": env_int("BENCH_HOSTS_N", 250),
+    "BENCH_HOSTS_MS": env_int("BENCH_HOSTS_MS", 20),
+    "BENCH_HOSTS_SLOW_N": env_int("BENCH_HOSTS_SLOW_N", 50),
+    "BENCH_HOSTS_SLOW_MS": env_int("BENCH_HOSTS_SLOW_MS", 200),
+    "BENCH_HOSTS_SLOW_K": env_int("BENCH_HOSTS_SLOW_K", 2),
 }
 
 HAUL = Path(os.environ.get("BENCH_HAUL") or ROOT / "target" / "release" / "haul")
 ORIGIN = Path(os.environ.get("BENCH_ORIGIN") or ROOT / "target" / "release" / "haul-origin")
 PYTHON = sys.executable
+# haul-py's interpreter: a venv of the same Python as PYTHON (bench/run makes
+# it with this python3), with the haul package built in release mode.
+PY_VENV = OUT / "py-venv"
+VENV_PYTHON = PY_VENV / "bin" / "python"
 
 
 def log(message):
@@ -244,28 +290,36 @@ class OriginRun:
     requests: int = 0
     faults: int = 0
     first_request: float = None  # Unix time, from --print-first-request
+    max_in_flight: int = 0
+    statuses: dict = field(default_factory=dict)  # status code -> responses
+    # --timeline samples: (Unix time, requests, in flight, {status: count}).
+    timeline: list = field(default_factory=list)
 
 
 class Origin:
     """One haul-origin process on a fixed port, started fresh for each run."""
 
-    def __init__(self, port, args, log_name):
+    def __init__(self, port, args, log_name, pid_name="haul-origin", timeline=False):
         self.port = port
         self.args = args
         self.log_path = LOGS / f"origin-{log_name}.log"
+        self.timeline_path = LOGS / f"origin-{log_name}.timeline" if timeline else None
+        self.pid_name = pid_name
         self.proc = None
 
     def start(self):
         LOGS.mkdir(parents=True, exist_ok=True)
         self.stderr = open(self.log_path, "w")
+        timeline = ["--timeline", str(self.timeline_path)] if self.timeline_path else []
         self.proc = subprocess.Popen(
-            [str(ORIGIN), "--port", str(self.port), "--print-first-request", *self.args],
+            [str(ORIGIN), "--port", str(self.port), "--print-first-request", *timeline,
+             *self.args],
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             start_new_session=True,
             text=True,
         )
-        record_pid("haul-origin", self.proc.pid)
+        record_pid(self.pid_name, self.proc.pid)
         line = self.proc.stdout.readline()
         if not line.startswith("listening "):
             self.stop()
@@ -273,7 +327,7 @@ class Origin:
         wait_for_port(self.port, self.proc, "haul-origin")
 
     def stop(self):
-        stop_process(self.proc, "haul-origin")
+        stop_process(self.proc, self.pid_name)
         self.proc.stdout.close()
         self.stderr.close()
         seen = OriginRun()
@@ -284,7 +338,24 @@ class Origin:
                 words = line.split()
                 seen.requests = int(words[1])
                 seen.faults = int(words[words.index("faults") - 1])
+                seen.max_in_flight = int(words[words.index("max") + 1])
+                seen.statuses = {int(c): int(n)
+                                 for c, n in re.findall(r"\((\d+), (\d+)\)", line)}
+        if self.timeline_path and self.timeline_path.exists():
+            seen.timeline = parse_timeline(self.timeline_path)
         return seen
+
+
+def parse_timeline(path):
+    """`haul-origin --timeline` lines: UNIX_TIME REQUESTS IN_FLIGHT CODE:COUNT..."""
+    samples = []
+    for line in path.read_text().splitlines():
+        words = line.split()
+        if len(words) < 3:
+            continue
+        statuses = {int(c): int(n) for c, n in (w.split(":") for w in words[3:])}
+        samples.append((float(words[0]), int(words[1]), int(words[2]), statuses))
+    return samples
 
 
 # ----------------------------------------------------------------- workloads
@@ -300,6 +371,9 @@ class Workload:
     tools: list
     origin_args: list = field(default_factory=list)
     runs: int = 0
+    group: str = ""  # "politeness": run by run_polite_once() / run_hosts_once()
+    k: int = 0  # requests in flight the (slow) origin allows
+    extra: dict = field(default_factory=dict)  # hosts: ports, lists of the subset
     # Filled by prepare():
     names: list = field(default_factory=list)
     urls_file: Path = None
@@ -311,6 +385,8 @@ class Workload:
 def workloads(selected, tools):
     s = SETTINGS
     runs = s["BENCH_RUNS"]
+    python_tools = [t for t in ("haul", "haul-py", "aiohttp") if t in tools]
+    tools = [t for t in tools if t not in PYTHON_ONLY_TOOLS]
     faults_origin = ["--latency-ms", str(s["BENCH_FAULTS_MS"])]
     defs = {
         "latency": Workload(
@@ -365,7 +441,48 @@ def workloads(selected, tools):
             "origin", s["BENCH_RERUN_N"], s["BENCH_RERUN_SIZE"],
             [t for t in tools if t == "haul"], [], s["BENCH_RERUN_RUNS"],
         ),
+        "python": Workload(
+            "python",
+            f"{s['BENCH_PYTHON_N']} x {s['BENCH_PYTHON_SIZE']} B from nginx, no latency: "
+            "haul's Python API against the aiohttp script",
+            "nginx", s["BENCH_PYTHON_N"], s["BENCH_PYTHON_SIZE"], python_tools, runs=runs,
+        ),
     }
+    size = s["BENCH_POLITENESS_SIZE"]
+    peers = [t for t in s["BENCH_THROTTLED_PEERS"].split(",") if t.strip() and t in tools]
+    for k in (4, 16):
+        n = s["BENCH_THROTTLED_N"] * k
+        sweep = sorted({max(1, round(float(f) * k))
+                        for f in s["BENCH_THROTTLED_SWEEP"].split(",") if f.strip()})
+        defs[f"throttled-{k}"] = Workload(
+            f"throttled-{k}",
+            f"{n} x {size} B from haul-origin, {s['BENCH_THROTTLED_MS']} ms latency, "
+            f"429 (Retry-After: {s['BENCH_THROTTLED_RETRY_AFTER']}) above {k} in flight",
+            "origin", n, size, ["haul", *[f"haul-fixed-{m}" for m in sweep], *peers],
+            ["--latency-ms", str(s["BENCH_THROTTLED_MS"]), "--max-in-flight", str(k),
+             "--throttle-retry-after", str(s["BENCH_THROTTLED_RETRY_AFTER"])],
+            runs, group="politeness", k=k,
+        )
+    knee_sweep = sorted({int(m) for m in s["BENCH_KNEE_SWEEP"].split(",") if m.strip()})
+    defs["knee"] = Workload(
+        "knee",
+        f"{s['BENCH_KNEE_N']} x {size} B from haul-origin, latency "
+        f"{s['BENCH_KNEE_MS']} ms + {s['BENCH_KNEE_PER_MS']} ms per other request in flight",
+        "origin", s["BENCH_KNEE_N"], size, ["haul", *[f"haul-fixed-{m}" for m in knee_sweep]],
+        ["--latency-ms", str(s["BENCH_KNEE_MS"]),
+         "--latency-per-in-flight-ms", str(s["BENCH_KNEE_PER_MS"])],
+        runs, group="politeness",
+    )
+    healthy = s["BENCH_HOSTS"] - 1
+    defs["hosts"] = Workload(
+        "hosts",
+        f"{s['BENCH_HOSTS']} hosts: {healthy} x {s['BENCH_HOSTS_N']} items at "
+        f"{s['BENCH_HOSTS_MS']} ms, 1 x {s['BENCH_HOSTS_SLOW_N']} items at "
+        f"{s['BENCH_HOSTS_SLOW_MS']} ms with 429 above {s['BENCH_HOSTS_SLOW_K']} in flight; "
+        f"{size} B each, spread evenly over the list",
+        "origin", healthy * s["BENCH_HOSTS_N"] + s["BENCH_HOSTS_SLOW_N"], size,
+        ["haul", "haul-no-slow"], [], runs, group="politeness", k=s["BENCH_HOSTS_SLOW_K"],
+    )
     unknown = [w for w in selected if w not in defs]
     if unknown:
         raise SystemExit(f"bench: unknown workload(s) {', '.join(unknown)}; known: {', '.join(defs)}")
@@ -379,9 +496,11 @@ def selected_workloads():
         if os.environ.get("BENCH_MILLION") == "1":
             chosen += HEAVY_WORKLOADS
     elif only == "all":
-        chosen = DEFAULT_WORKLOADS + HEAVY_WORKLOADS
+        chosen = DEFAULT_WORKLOADS + HEAVY_WORKLOADS + POLITENESS_WORKLOADS + PYTHON_WORKLOADS
     else:
-        chosen = [w.strip() for w in only.split(",") if w.strip()]
+        chosen = []
+        for w in (w.strip() for w in only.split(",")):
+            chosen += POLITENESS_WORKLOADS if w == "politeness" else [w] if w else []
     # "faults" is reported against "faults-baseline", so one brings the other.
     if "faults" in chosen and "faults-baseline" not in chosen:
         chosen.append("faults-baseline")
@@ -458,6 +577,10 @@ def command(tool, w):
     if tool == "haul":
         # haul's defaults: each host's window adapts up to -j.
         return [str(HAUL), "-i", str(w.urls_file), "-o", str(DL), "-j", jobs, "-q"]
+    if tool.startswith("haul-fixed-"):
+        # Politeness group: a fixed window, as a user who guessed N would run it.
+        return [str(HAUL), "-i", str(w.urls_file), "-o", str(DL), "-j", jobs,
+                "--per-host", tool.rsplit("-", 1)[1], "--fixed", "-q"]
     if tool == "aria2c":
         return ["aria2c", "-i", str(w.urls_file), "-d", str(DL), "-j", jobs,
                 "--max-connection-per-server=1", "--split=1",
@@ -476,6 +599,10 @@ def command(tool, w):
     if tool == "aiohttp":
         return [PYTHON, str(BENCH / "peers" / "aiohttp_fetch.py"), "-i", str(w.urls_file),
                 "-o", str(DL), "-c", jobs, "--retries", "5"]
+    if tool == "haul-py":
+        # What a Python user writes: haul.download(list, out, jobs=N, retries=5).
+        return [str(VENV_PYTHON), str(BENCH / "peers" / "haul_api.py"), "-i", str(w.urls_file),
+                "-o", str(DL), "-j", jobs, "--retries", "5"]
     raise ValueError(tool)
 
 
@@ -496,6 +623,8 @@ class Run:
     first_wall: float = None  # rerun: wall time of the first (downloading) run
     server_errors: int = 0  # nginx error-log lines during the run
     note: str = ""
+    killed: bool = False  # politeness: stopped at BENCH_POLITENESS_TIMEOUT
+    fig: dict = field(default_factory=dict)  # politeness: figures from the origin
 
 
 # Finished download directories wait here (next to DL, so moving one is a
@@ -562,7 +691,7 @@ def clear_dir(path):
     path.mkdir(parents=True)
 
 
-def timed(argv, log_path, cwd):
+def timed(argv, log_path, cwd, timeout=None):
     """Run argv; return (exit status, wall s, CPU s, peak RSS MiB, start Unix time).
 
     The tool is started through GNU time, whose %M is the peak RSS of the
@@ -580,7 +709,7 @@ def timed(argv, log_path, cwd):
                                 stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                                 start_new_session=True)
         record_pid("tool", proc.pid)
-        killer = threading.Timer(SETTINGS["BENCH_TIMEOUT"], os.killpg,
+        killer = threading.Timer(timeout or SETTINGS["BENCH_TIMEOUT"], os.killpg,
                                  (proc.pid, signal.SIGKILL))
         killer.start()
         try:
@@ -618,13 +747,16 @@ def same_bytes(a, b, size):
                 return True
 
 
-def verify(w, tag):
-    """(verified, verified bytes, names of extra files in the output directory)."""
+def verify(w, tag, names=None, verify_file=None):
+    """(verified, verified bytes, names of extra files in the output directory).
+    `names` and `verify_file` override the workload's (a run of a subset)."""
+    names = w.names if names is None else names
+    verify_file = verify_file or w.verify_file
     present = set(os.listdir(DL))
-    extra = sorted(present - set(w.names) - JOB_STATE)
+    extra = sorted(present - set(names) - JOB_STATE)
     if w.server == "origin":
         out = subprocess.run(
-            [str(ORIGIN), "verify", "--size", str(w.size), str(DL), str(w.verify_file)],
+            [str(ORIGIN), "verify", "--size", str(w.size), str(DL), str(verify_file)],
             capture_output=True, text=True,
         )
         words = out.stdout.split()
@@ -735,7 +867,290 @@ def describe(w, r):
         parts.append(f"{len(r.extra)} extra files ({', '.join(r.extra[:3])}...)")
     if r.note:
         parts.append(r.note)
+    for key, value in r.fig.items():
+        if value is not None and key != "done_at":
+            parts.append(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}")
     return ", ".join(parts)
+
+
+# ---------------------------------------------------------------- politeness
+
+
+def timeline_figures(samples, first_request):
+    """What one origin's --timeline says about a run.
+
+    - done_at: Unix time of the first sample of the final quiet stretch (no
+      new request, nothing in flight): when the origin's last response had
+      gone out, to within the 10 ms tick;
+    - mean_in_flight: requests in flight, averaged over time from the first
+      sample to done_at;
+    - mean_ms: the mean time a request spent at the origin over that span,
+      by Little's law (mean in flight / arrival rate);
+    - late_requests, late_429: requests and 429s after the first 2 s (from
+      the first request, as the origin saw it).
+    """
+    fig = {"done_at": None, "mean_in_flight": None, "mean_ms": None,
+           "late_requests": 0, "late_429": 0}
+    if not samples:
+        return fig
+    final = samples[-1]
+    i = len(samples) - 1
+    while i > 0 and samples[i - 1][1] == final[1] and samples[i - 1][2] == 0:
+        i -= 1
+    done_at = samples[i][0]
+    start = samples[0][0]
+    area = sum(a[2] * (b[0] - a[0]) for a, b in zip(samples, samples[1:]) if b[0] <= done_at)
+    span = done_at - start
+    fig["done_at"] = done_at
+    if span > 0:
+        fig["mean_in_flight"] = area / span
+        if final[1]:
+            fig["mean_ms"] = 1000 * area / final[1]
+    after = (first_request or start) + 2.0
+    late = next((x for x in samples if x[0] >= after), None)
+    if late:
+        fig["late_requests"] = final[1] - late[1]
+        fig["late_429"] = final[3].get(429, 0) - late[3].get(429, 0)
+    return fig
+
+
+def run_polite_once(w, tool, run_index, origin_port):
+    """throttled-K and knee: one timed run against a fresh origin that keeps a
+    timeline. A fixed setting or a peer still going after
+    BENCH_POLITENESS_TIMEOUT is killed; haul on its defaults, the subject,
+    gets BENCH_TIMEOUT, so that its wall is measured however long it is."""
+    clear_dir(DL)
+    tag = f"{w.name}-{tool}-{run_index + 1}"
+    timeout = SETTINGS["BENCH_TIMEOUT" if tool == "haul" else "BENCH_POLITENESS_TIMEOUT"]
+    origin = Origin(origin_port, ["--size", str(w.size), *w.origin_args], tag, timeline=True)
+    origin.start()
+    try:
+        status, wall, cpu, rss, started_at = timed(command(tool, w), LOGS / f"{tag}.log", OUT,
+                                                   timeout)
+    finally:
+        seen = origin.stop()
+    ok, ok_bytes, extra = verify(w, tag)
+    run = Run(tool, status, wall, cpu, rss, ok, w.n, ok_bytes, extra,
+              requests=seen.requests, faults=seen.faults)
+    run.killed = status == -signal.SIGKILL and wall >= timeout - 0.5
+    run.fig = timeline_figures(seen.timeline, seen.first_request)
+    run.fig.update(max_in_flight=seen.max_in_flight, s429=seen.statuses.get(429, 0))
+    if run.killed:
+        run.note = f"killed after {timeout} s"
+    clear_dir(DL)
+    os.sync()
+    return run
+
+
+def hosts_ports(count):
+    """`count` distinct ports, each free on 127.0.0.1 and 127.0.0.2."""
+    ports = []
+    while len(ports) < count:
+        port = free_port(also_127_0_0_2=True)
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def prepare_hosts(w):
+    """hosts: one origin per host (host 0 is the slow one), a distinct port
+    each (haul's per-host key is host:port). Items are spread evenly over the
+    list, host 0's first item first; a second list leaves host 0 out."""
+    s = SETTINGS
+    hosts = s["BENCH_HOSTS"]
+    ports = hosts_ports(hosts)
+    items = []
+    for h in range(hosts):
+        count = s["BENCH_HOSTS_SLOW_N"] if h == 0 else s["BENCH_HOSTS_N"]
+        for i in range(count):
+            name = f"h{h:02d}-{i:05d}.bin"
+            items.append((i / count, h, name, f"/file/hosts/{name}"))
+    items.sort()
+    LISTS.mkdir(parents=True, exist_ok=True)
+
+    def write(stem, subset):
+        urls, verify_file = LISTS / f"{stem}.txt", LISTS / f"{stem}.verify"
+        urls.write_text("".join(f"http://127.0.0.1:{ports[h]}{path}\n"
+                                for _, h, _, path in subset))
+        verify_file.write_text("".join(f"{path}\t{name}\n" for _, _, name, path in subset))
+        return urls, verify_file, [name for _, _, name, _ in subset]
+
+    w.urls_file, w.verify_file, w.names = write("hosts", items)
+    healthy = [x for x in items if x[1] != 0]
+    urls, verify_file, names = write("hosts-no-slow", healthy)
+    w.extra = {"ports": ports, "urls_no_slow": urls, "verify_no_slow": verify_file,
+               "names_no_slow": names}
+
+
+def run_hosts_once(w, variant, run_index):
+    """hosts: haul on its defaults over every item (`haul`) or over the
+    healthy hosts' items only (`haul-no-slow`); all the origins run either way."""
+    s = SETTINGS
+    clear_dir(DL)
+    tag = f"hosts-{variant}-{run_index + 1}"
+    no_slow = variant == "haul-no-slow"
+    origins = []
+    try:
+        for h, port in enumerate(w.extra["ports"]):
+            if h == 0:
+                args = ["--latency-ms", str(s["BENCH_HOSTS_SLOW_MS"]),
+                        "--max-in-flight", str(s["BENCH_HOSTS_SLOW_K"]),
+                        "--throttle-retry-after", str(s["BENCH_THROTTLED_RETRY_AFTER"])]
+            else:
+                args = ["--latency-ms", str(s["BENCH_HOSTS_MS"])]
+            origin = Origin(port, ["--size", str(w.size), *args], f"{tag}-h{h:02d}",
+                            pid_name=f"haul-origin-h{h:02d}", timeline=True)
+            origin.start()
+            origins.append(origin)
+        urls = w.extra["urls_no_slow"] if no_slow else w.urls_file
+        argv = [str(HAUL), "-i", str(urls), "-o", str(DL), "-j", str(s["BENCH_JOBS"]), "-q"]
+        status, wall, cpu, rss, started_at = timed(argv, LOGS / f"{tag}.log", OUT)
+    finally:
+        seen = [origin.stop() for origin in origins]
+    if no_slow:
+        names = w.extra["names_no_slow"]
+        ok, ok_bytes, extra = verify(w, tag, names, w.extra["verify_no_slow"])
+    else:
+        names = w.names
+        ok, ok_bytes, extra = verify(w, tag)
+    run = Run(variant, status, wall, cpu, rss, ok, len(names), ok_bytes, extra,
+              requests=sum(x.requests for x in seen))
+    figs = [timeline_figures(x.timeline, x.first_request) for x in seen]
+    healthy_done = [f["done_at"] for f in figs[1:] if f["done_at"]]
+    slow = seen[0]
+    run.fig = {
+        "healthy_done": max(healthy_done) - started_at if healthy_done else None,
+        "healthy_max_in_flight": max(x.max_in_flight for x in seen[1:]),
+        "slow_requests": slow.requests,
+        "slow_429": slow.statuses.get(429, 0),
+        "slow_max_in_flight": slow.max_in_flight,
+        "slow_done": figs[0]["done_at"] - started_at if figs[0]["done_at"] else None,
+    }
+    clear_dir(DL)
+    os.sync()
+    return run
+
+
+def setting_name(tool):
+    if tool == "haul":
+        return f"haul (adaptive, -j {SETTINGS['BENCH_JOBS']})"
+    if tool.startswith("haul-fixed-"):
+        return f"haul --per-host {tool.rsplit('-', 1)[1]} --fixed"
+    if tool == "haul-no-slow":
+        return "haul, without the slow host's items"
+    if tool == "curl":
+        return f"curl -Z (--retry 5, {SETTINGS['BENCH_JOBS']} in flight)"
+    if tool == "wget2":
+        return f"wget2 (--tries=6, {SETTINGS['BENCH_JOBS']} threads)"
+    return tool
+
+
+def best_fixed(summaries):
+    """The fixed setting with the lowest median wall among those with every
+    file verified in every run and no run killed: the best --per-host chosen
+    with hindsight."""
+    fine = [s for s in summaries if s.tool.startswith("haul-fixed-")
+            and not any(r.killed for r in s.runs)
+            and all(r.verified == r.expected for r in s.runs)]
+    return min(fine, key=lambda s: s.med("wall"), default=None)
+
+
+def politeness_table(w, summaries, context):
+    if w.name == "hosts":
+        return hosts_table(w, summaries)
+    best = best_fixed(summaries)
+    best_wall = best.med("wall") if best else None
+    context["best_fixed"] = best
+    timeout = SETTINGS["BENCH_POLITENESS_TIMEOUT"]
+    if w.name == "knee":
+        headers = ["setting", "wall s", "wall / best fixed", "files/s", "max in flight",
+                   "mean in flight", "mean ms at origin", "verified", "requests", "CPU s",
+                   "exit"]
+    else:
+        headers = ["setting", "wall s", "wall / best fixed", "verified", "requests", "429s",
+                   "429s after 2 s (worst run)", "max in flight", "mean in flight", "CPU s",
+                   "exit"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for s in summaries:
+        killed = any(r.killed for r in s.runs)
+        wall = s.med("wall")
+        worst = s.worst
+        fig = lambda key: median(r.fig.get(key) for r in s.runs)  # noqa: E731
+        wall_text = f"> {timeout} (killed)" if killed else fmt(wall)
+        ratio = fmt(wall / best_wall) if best_wall and not killed else "-"
+        verified = f"{worst.verified}/{worst.expected}"
+        max_in_flight = str(max(r.fig.get("max_in_flight", 0) for r in s.runs))
+        if w.name == "knee":
+            row = [setting_name(s.tool), wall_text, ratio,
+                   fmt(s.files_per_s, 0) if not killed else "-", max_in_flight,
+                   fmt(fig("mean_in_flight"), 1), fmt(fig("mean_ms"), 0), verified,
+                   fmt(s.med("requests"), 0), fmt(s.med("cpu")), s.exits]
+        else:
+            shares = [(r.fig["late_429"], r.fig["late_requests"]) for r in s.runs
+                      if r.fig.get("late_requests")]
+            if shares:
+                n429, nreq = max(shares, key=lambda x: x[0] / x[1])
+                late = f"{100 * n429 / nreq:.1f}% ({n429}/{nreq})"
+            else:
+                late = "- (done within 2 s)"
+            row = [setting_name(s.tool), wall_text, ratio, verified, fmt(s.med("requests"), 0),
+                   fmt(fig("s429"), 0), late, max_in_flight, fmt(fig("mean_in_flight"), 1),
+                   fmt(s.med("cpu")), s.exits]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def hosts_table(w, summaries):
+    base = next((s for s in summaries if s.tool == "haul-no-slow"), None)
+    base_done = median(r.fig.get("healthy_done") for r in base.runs) if base else None
+    headers = ["run", "wall s", "healthy hosts done s", "healthy done / no-slow run's",
+               "verified", "requests", "slow host: requests, 429s, max in flight",
+               "slow host done s", "max in flight on a healthy host", "exit"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for s in summaries:
+        worst = s.worst
+        fig = lambda key: median(r.fig.get(key) for r in s.runs)  # noqa: E731
+        done = fig("healthy_done")
+        slow = (f"{fmt(fig('slow_requests'), 0)}, {fmt(fig('slow_429'), 0)}, "
+                f"{max(r.fig['slow_max_in_flight'] for r in s.runs)}"
+                if s.tool == "haul" else "-")
+        row = [setting_name(s.tool), fmt(s.med("wall")), fmt(done),
+               fmt(done / base_done) if done and base_done else "-",
+               f"{worst.verified}/{worst.expected}", fmt(s.med("requests"), 0), slow,
+               fmt(fig("slow_done")) if s.tool == "haul" else "-",
+               str(max(r.fig["healthy_max_in_flight"] for r in s.runs)), s.exits]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def politeness_notes(w, summaries, context):
+    s = SETTINGS
+    busy = max(context["busy"], context.get("busy_after", 0.0))
+    notes = [f"CPU used by other processes just before the workload: {context['busy']:.2f} "
+             f"cores, just after: {context.get('busy_after', 0.0):.2f}"
+             + (" (something else was busy: noisy figures)." if busy > BUSY_WARNING
+                else ".")]
+    if w.name == "hosts":
+        notes.append(
+            "healthy hosts done: from spawning haul to the last response of the last healthy "
+            "host (origin timelines, 10 ms ticks); the no-slow run measures the same thing "
+            "with host 0's items left out of the list (its origin still runs), so haul's "
+            "start-up and exit and the tick cancel out in the ratio.")
+        return notes
+    best = context.get("best_fixed")
+    notes.append(f"Best fixed setting (lowest median wall, every file verified): "
+                 f"{setting_name(best.tool) if best else 'none'}.")
+    notes.append(f"Fixed settings and peers still going after {s['BENCH_POLITENESS_TIMEOUT']} s "
+                 "are killed (BENCH_POLITENESS_TIMEOUT) and not run again; haul on its "
+                 "defaults is never cut short.")
+    peers = [x.tool for x in summaries if not x.tool.startswith("haul")]
+    if peers:
+        notes.append(f"{', '.join(peers)}: {s['BENCH_THROTTLED_PEER_RUNS']} run(s) each "
+                     "(BENCH_THROTTLED_PEER_RUNS).")
+    if w.name == "knee":
+        notes.append("mean ms at origin: mean in flight / request rate over the busy span "
+                     "(Little's law): the latency the origin imposed at that load.")
+    return notes
 
 
 # ------------------------------------------------------------------- reports
@@ -767,6 +1182,11 @@ class Summary:
         return median(r.verified_bytes / r.wall / 1e6 for r in self.runs)
 
     @property
+    def cpu_per_file_us(self):
+        """CPU time (user + sys) per verified file, µs; median over runs."""
+        return median(1e6 * r.cpu / r.verified if r.verified else None for r in self.runs)
+
+    @property
     def exits(self):
         return ",".join(str(r.exit) for r in self.runs)
 
@@ -794,6 +1214,8 @@ def table(w, summaries, context):
         extra_headers = ["first request s"]
     elif w.name == "rerun":
         extra_headers = ["first run wall s", "requests in re-run"]
+    elif w.name == "python":
+        extra_headers = ["CPU µs/file", "files/s / aiohttp's", "CPU per file / aiohttp's"]
     elif w.server == "origin":
         extra_headers = ["requests"]
     lines = ["| " + " | ".join(headers + extra_headers) + " |",
@@ -819,6 +1241,11 @@ def table(w, summaries, context):
         elif w.name == "rerun":
             row += [fmt(s.med("first_wall")),
                     fmt(s.med("requests"), 0)]
+        elif w.name == "python":
+            aio = next((x for x in summaries if x.tool == "aiohttp"), None)
+            row += [fmt(s.cpu_per_file_us, 0),
+                    fmt(s.files_per_s / aio.files_per_s) if aio else "-",
+                    fmt(s.cpu_per_file_us / aio.cpu_per_file_us) if aio else "-"]
         elif w.server == "origin":
             row.append(fmt(s.med("requests"), 0))
         lines.append("| " + " | ".join(row) + " |")
@@ -826,8 +1253,10 @@ def table(w, summaries, context):
 
 
 def notes_for(w, summaries, context):
-    notes = [f"CPU used by other processes just before the workload: {context['busy']:.2f} cores"
-             + (" (something else was busy: noisy figures)." if context["busy"] > BUSY_WARNING
+    busy = max(context["busy"], context.get("busy_after", 0.0))
+    notes = [f"CPU used by other processes just before the workload: {context['busy']:.2f} "
+             f"cores, just after: {context.get('busy_after', 0.0):.2f}"
+             + (" (something else was busy: noisy figures)." if busy > BUSY_WARNING
                 else ".")]
     if w.name == "rerun":
         notes.append("wall s, CPU s and peak RSS are the second run's; files/s and MB/s are "
@@ -850,6 +1279,15 @@ def notes_for(w, summaries, context):
         if server_errors:
             notes.append(f"{s.tool}: nginx logged {server_errors} errors during its runs "
                          f"(see {NGINX_ERRORS}): these figures measure a failing server.")
+        if w.name == "python" and s.tool == "haul-py":
+            aio = next((x for x in summaries if x.tool == "aiohttp"), None)
+            if aio:
+                speed = s.files_per_s / aio.files_per_s
+                cpu = s.cpu_per_file_us / aio.cpu_per_file_us
+                met = "met" if speed >= 3 and cpu < 1 else "**not met**"
+                notes.append(f"haul-py against aiohttp: {speed:.2f} x the files/s, "
+                             f"{cpu:.2f} x the CPU per file (issue 16's target, at least 3 x "
+                             f"the files/s with less CPU: {met}).")
         firsts = [r.first_request for r in s.runs if r.first_request is not None]
         if firsts and w.name not in ("million",):
             notes.append(f"{s.tool}: first request {median(firsts):.3f} s after spawn.")
@@ -908,7 +1346,7 @@ def versions():
         aiohttp_version = importlib.metadata.version("aiohttp")
     except importlib.metadata.PackageNotFoundError:
         aiohttp_version = "not installed"
-    return {
+    found = {
         "haul": f"{first_line([str(HAUL), '--version'])} ({rev})",
         "aria2c": first_line(["aria2c", "--version"]),
         "wget2": first_line(["wget2", "--version"]),
@@ -916,6 +1354,15 @@ def versions():
         "aiohttp": f"aiohttp {aiohttp_version}, Python {platform.python_version()}",
         "nginx": first_line(["nginx", "-v"]),
     }
+    if VENV_PYTHON.exists():
+        package = first_line([str(VENV_PYTHON), "-c",
+                              "import importlib.metadata as m, platform; "
+                              "print(m.version('haul-dl'), platform.python_version())"]).split()
+        stamp = PY_VENV / ".stamp"
+        built = stamp.read_text().split("\n", 1)[0][:12] if stamp.exists() else "?"
+        found["haul-py"] = (f"haul-dl {package[0]}, Python {package[-1]} "
+                            f"(release build in {PY_VENV}, from {built} and the diff in {stamp})")
+    return found
 
 
 # -------------------------------------------------------------- measurements
@@ -965,10 +1412,16 @@ def measure_limits(w, nginx):
 # ---------------------------------------------------------------------- main
 
 
+def needs_venv(tools, chosen):
+    """Whether haul-py runs in this invocation (bench/run asks, through
+    --needs-venv, before building the package into bench/out/py-venv)."""
+    return any("haul-py" in w.tools for w in workloads(chosen, tools))
+
+
 def main():
     tools = selected_tools()
     chosen = selected_workloads()
-    for need in [HAUL, ORIGIN]:
+    for need in [HAUL, ORIGIN] + ([VENV_PYTHON] if needs_venv(tools, chosen) else []):
         if not need.exists():
             raise SystemExit(f"bench: {need} is missing; run bench/run (it builds it)")
     for sub in (DL, LISTS, LOGS):
@@ -995,7 +1448,7 @@ def main():
 
     log(f"bench: workloads {', '.join(chosen)}; tools {', '.join(tools)}")
     settle_after_deletes()
-    needs_nginx = any(w in chosen for w in ("small", "large", "perfile"))
+    needs_nginx = any(w in chosen for w in ("small", "large", "perfile", "python"))
     nginx = Nginx() if needs_nginx else None
     origin_port = free_port(also_127_0_0_2=True)
     context = {"baseline": {}}
@@ -1003,7 +1456,10 @@ def main():
         if nginx:
             nginx.start()
         for w in workloads(chosen, tools):
-            prepare(w, nginx, origin_port)
+            if w.name == "hosts":
+                prepare_hosts(w)
+            else:
+                prepare(w, nginx, origin_port)
             context["busy"] = background_cpu()
             if context["busy"] > BUSY_WARNING:
                 log(f"[{w.name}] warning: {context['busy']:.2f} cores busy while the bench was "
@@ -1020,17 +1476,31 @@ def main():
             for run_index in range(w.runs):
                 k = run_index % len(w.tools)
                 for tool in w.tools[k:] + w.tools[:k]:
+                    if any(r.killed for r in results[tool]):
+                        continue  # killed by the timeout once: it would be again
+                    if (w.group == "politeness" and not tool.startswith("haul")
+                            and len(results[tool]) >= SETTINGS["BENCH_THROTTLED_PEER_RUNS"]):
+                        continue
                     if w.name == "rerun":
                         r = run_rerun(w, run_index, origin_port)
+                    elif w.name == "hosts":
+                        r = run_hosts_once(w, tool, run_index)
+                    elif w.group == "politeness":
+                        r = run_polite_once(w, tool, run_index, origin_port)
                     else:
                         r = run_once(w, tool, run_index, origin_port)
                     results[tool].append(r)
                     log(f"[{w.name}] run {run_index + 1}/{w.runs} {tool}: {describe(w, r)}")
             summaries = [Summary(t, results[t]) for t in w.tools]
+            context["busy_after"] = background_cpu()
             if w.name == "faults-baseline":
                 context["baseline"] = {s.tool: s.med("wall") for s in summaries}
-            text = table(w, summaries, context)
-            notes = notes_for(w, summaries, context)
+            if w.group == "politeness":
+                text = politeness_table(w, summaries, context)
+                notes = politeness_notes(w, summaries, context)
+            else:
+                text = table(w, summaries, context)
+                notes = notes_for(w, summaries, context)
             section = [f"## {w.name}: {w.title}", "", text, ""]
             section += [f"- {n}" for n in notes] + ([""] if notes else [])
             sections.extend(section)
@@ -1052,6 +1522,9 @@ def interrupted(signum, frame):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--needs-venv"]:
+        # For bench/run: exit 0 when haul-py is among the tools to run.
+        sys.exit(0 if needs_venv(selected_tools(), selected_workloads()) else 1)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupted)
     try:
