@@ -106,19 +106,26 @@ impl Window {
         match signal {
             Signal::Overloaded => {
                 // Once per round trip: the responses of one overload come
-                // back together.
-                let rtt = self.fastest.unwrap_or(Duration::from_millis(100));
+                // back together, within about a round trip of the first
+                // (twice the fastest, and some, for jitter: counted against
+                // the fastest alone, a refusal of the same burst that came
+                // a little late was a second overload, and halved the
+                // window below what the host takes).
+                let rtt = self
+                    .fastest
+                    .map_or(Duration::from_millis(100), |f| f * 2 + LATENCY_FLOOR);
                 if self.last_cut.is_some_and(|t| now.duration_since(t) < rtt) {
                     // More of the same burst: each refusal says one fewer
                     // fits than the window the burst went out at.
                     self.refused += 1.0;
-                    self.size = self.size.min(self.burst - self.refused).max(1.0);
-                    // And where the host overloads is just above that, not
-                    // at the burst's window: growth stops at the limit
+                    let fits = (self.burst - self.refused).max(1.0);
+                    self.size = self.size.min(fits);
+                    // And where the host overloads is just above what fit,
+                    // not at the burst's window: growth stops at the limit
                     // found, instead of probing one past it at once (a 429
                     // and, with Retry-After, a pause of the whole host).
                     if let Some((c, since, hold)) = self.ceiling {
-                        self.ceiling = Some((c.min(self.size.floor() + 1.0), since, hold));
+                        self.ceiling = Some((c.min(fits.floor() + 1.0), since, hold));
                     }
                     return;
                 }
@@ -196,11 +203,13 @@ mod tests {
         assert_eq!(w.allowed(), 32);
         w.update(Signal::Overloaded, t);
         assert_eq!(w.allowed(), 16);
-        // The rest of the same burst is the same signal.
+        // The rest of the same burst is the same signal, a little late
+        // included (within twice the fastest response, and some).
         w.update(Signal::Overloaded, t + 10 * MS);
+        w.update(Signal::Overloaded, t + 110 * MS);
         assert_eq!(w.allowed(), 16);
         // A round trip later it counts again.
-        w.update(Signal::Overloaded, t + 60 * MS);
+        w.update(Signal::Overloaded, t + 130 * MS);
         assert_eq!(w.allowed(), 8);
         // Congestion avoidance: about a window's worth of clean responses
         // adds one.
@@ -274,6 +283,27 @@ mod tests {
             4,
             "held at the limit found, not probing past it"
         );
+    }
+
+    #[test]
+    fn refusals_of_one_burst_spread_over_a_round_trip_are_one_overload() {
+        // The host takes 16; slow start sent 32 before the first 429 came
+        // back, and the 16 refusals arrive over 35 ms (the fastest answer
+        // is 20 ms). They are one overload: the window is held at 16.
+        let mut w = Window::new(64, true);
+        let t = Instant::now();
+        for _ in 0..16 {
+            w.update(Signal::Clean(Some(20 * MS)), t);
+        }
+        assert_eq!(w.allowed(), 32);
+        for i in 0..16 {
+            w.update(Signal::Overloaded, t + 10 * MS + i * 2 * MS);
+        }
+        assert_eq!(w.allowed(), 16);
+        for _ in 0..200 {
+            w.update(Signal::Clean(Some(20 * MS)), t + 100 * MS);
+        }
+        assert_eq!(w.allowed(), 16, "held at what the host takes");
     }
 
     #[test]
