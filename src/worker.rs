@@ -162,7 +162,7 @@ pub(crate) fn claim_loop(
         }
         idle_said = false;
         claimed += batch.len() as u64;
-        for u in batch {
+        for (u, row) in batch {
             let origin = crate::source::Origin {
                 input: u.input.into(),
                 line: u.line,
@@ -170,6 +170,7 @@ pub(crate) fn claim_loop(
             let mut entry = Entry::new(origin, Ok(u.url));
             entry.discovered = true;
             entry.parent = u.parent;
+            entry.claimed = Some(Box::new(row));
             if let Some(depth) = u.page_depth {
                 entry.kind = crate::source::Kind::Page { depth };
             }

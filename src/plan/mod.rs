@@ -227,6 +227,7 @@ impl Planner {
     pub fn plan(&self, store: &dyn JobStore, entry: Entry, n: u64) -> Result<Planned, StoreError> {
         let origin = entry.origin;
         let (kind, page, row, parent) = (entry.kind, entry.page, entry.row, entry.parent);
+        let claimed = entry.claimed;
         let with_row = |p: Planned| match p {
             Planned::Settled(mut o) => {
                 o.row = row.clone();
@@ -280,6 +281,10 @@ impl Planner {
             copy_from: None,
             row,
         };
+        if let Some(row) = claimed {
+            // A worker's claim: the row came with it, and is this worker's.
+            return self.replan(store, *row, item);
+        }
         let is_page = matches!(item.kind, Kind::Page { .. });
         let known = if self.rerun.get() {
             store.lookup(item.url.as_str(), is_page)?

@@ -122,6 +122,9 @@ pub struct Entry {
     pub discovered: bool,
     /// For a page found by a crawl: the page that linked to it.
     pub parent: Option<i64>,
+    /// A worker's claimed item, with its row as the claim returned it (the
+    /// claim marked it seen): planned without looking it up.
+    pub claimed: Option<Box<crate::store::Row>>,
     /// The table row it came from (CSV, TSV, JSONL, parquet inputs).
     pub row: Option<Arc<RowRef>>,
 }
@@ -136,6 +139,7 @@ impl Entry {
             page: None,
             discovered: false,
             parent: None,
+            claimed: None,
             row: None,
         }
     }

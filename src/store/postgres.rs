@@ -367,6 +367,30 @@ fn row(r: &postgres::Row) -> Row {
     }
 }
 
+/// The row part of a claim (its columns from 10 on, as [`row`] reads
+/// them from 0).
+fn claimed_row(r: &postgres::Row) -> Row {
+    const AT: usize = 10;
+    Row {
+        id: r.get(AT),
+        state: State::parse(r.get::<_, &str>(AT + 1)),
+        path: r.get(AT + 2),
+        bytes: r.get::<_, i64>(AT + 3) as u64,
+        sha256: r.get(AT + 4),
+        etag: r.get(AT + 5),
+        last_modified: r.get(AT + 6),
+        permanent: r.get(AT + 7),
+        error: r.get(AT + 8),
+        reason: r.get(AT + 9),
+        http_status: r.get::<_, Option<i32>>(AT + 10).map(|s| s as u16),
+        attempts: r.get::<_, i32>(AT + 11) as u32,
+        seen_run: r.get(AT + 12),
+        is_page: r.get(AT + 13),
+        total: r.get::<_, Option<i64>>(AT + 14).map(|t| t as u64),
+        page_id: r.get(AT + 15),
+    }
+}
+
 fn record(r: &postgres::Row) -> ItemRecord {
     ItemRecord {
         url: r.get(0),
@@ -1064,20 +1088,23 @@ impl Claims {
     }
 
     /// Claims up to `n` pending items not leased by a live worker.
-    pub fn claim(&self, n: u32) -> Result<Vec<Unfinished>, StoreError> {
+    pub fn claim(&self, n: u32) -> Result<Vec<(Unfinished, Row)>, StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
         let after = self.cursor.load(Relaxed);
         let mut claimed = self.claim_after(after, n)?;
         if claimed.is_empty() && after > 0 {
             claimed = self.claim_after(0, n)?;
         }
-        if let Some(max) = claimed.iter().map(|(id, _)| *id).max() {
+        if let Some(max) = claimed.iter().map(|(_, r)| r.id).max() {
             self.cursor.store(max, Relaxed);
         }
-        Ok(claimed.into_iter().map(|(_, u)| u).collect())
+        Ok(claimed)
     }
 
-    fn claim_after(&self, after: i64, n: u32) -> Result<Vec<(i64, Unfinished)>, StoreError> {
+    /// Claims past row `after`; each item comes with its row, marked seen
+    /// by this worker's run (the latest run it registered), so that it is
+    /// planned without another round trip.
+    fn claim_after(&self, after: i64, n: u32) -> Result<Vec<(Unfinished, Row)>, StoreError> {
         let (job, owner, lease, n) = (
             self.job,
             self.owner.clone(),
@@ -1094,15 +1121,21 @@ impl Claims {
                      FOR UPDATE SKIP LOCKED
                  )
                  UPDATE items i SET lease_owner = $2,
-                        lease_until = now() + make_interval(secs => $3)
+                        lease_until = now() + make_interval(secs => $3),
+                        seen_run = COALESCE(
+                            (SELECT max(id) FROM runs WHERE job = $1 AND worker = $2),
+                            i.seen_run)
                  FROM picked WHERE i.id = picked.id
                  RETURNING i.url, i.input, i.line, i.kind, i.depth, NULL::BIGINT, NULL::TEXT,
-                           NULL::TEXT, NULL::TEXT, i.page_id, i.id",
+                           NULL::TEXT, NULL::TEXT, i.page_id,
+                           i.id, i.state, i.path, i.bytes, i.sha256, i.etag, i.last_modified,
+                           i.permanent, i.error, i.reason, i.http_status, i.attempts,
+                           i.seen_run, i.kind = 'page', i.total, i.page_id",
                 &[&job, &owner, &lease, &n, &after],
             )?;
             Ok(rows
                 .iter()
-                .map(|r| (r.get::<_, i64>(10), unfinished(r)))
+                .map(|r| (unfinished(r), claimed_row(r)))
                 .collect())
         })
     }
