@@ -360,9 +360,10 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
             .as_ref()
             .map(|w| (w.claims.clone(), reporter.clone()));
         // A worker holds at most what its dispatcher keeps alive (four
-        // times -j, and some), so recording lags never starve it, while
-        // the rest stays claimable by other workers, and a worker that
-        // dies holds up no more than that.
+        // times -j, and some), so recording lags never starve it (at twice
+        // -j, four workers did a third less), while the rest stays
+        // claimable by the other workers, and a worker that dies holds up
+        // no more than that.
         let (progress_in, most) = (progress.clone(), cfg.jobs * 4 + 256);
         std::thread::Builder::new()
             .name("haul-input".into())

@@ -211,7 +211,9 @@ async fn per_host_holds_for_the_whole_job_across_workers() {
     .await
     .unwrap();
     let s = Scratch::new();
-    let routes = routes(240, "p", 1000);
+    // More items than one worker holds at once (4 × -j + 256 = 272), so
+    // that the first worker to start cannot take the job whole.
+    let routes = routes(1200, "p", 1000);
     let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
     let list = s.list("urls.txt", &urls);
     let o = shared(
