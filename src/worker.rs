@@ -157,8 +157,24 @@ pub(crate) fn claim_loop(
                     std::thread::sleep(Duration::from_millis(500));
                     continue;
                 }
-                _ => return,
+                Ok(false) => {}
+                // PostgreSQL is away: ask again once it is back.
+                Err(_) => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
             }
+            // Items this worker leased that never reached it: a claim whose
+            // answer was lost with the connection. Once everything it did
+            // receive is done, it gives them back and claims them again.
+            match claims.own_pending() {
+                Ok(0) => return,
+                Ok(_) if room(claimed) == room(0) => {
+                    let _ = claims.release();
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+            continue;
         }
         idle_said = false;
         claimed += batch.len() as u64;

@@ -1154,6 +1154,19 @@ impl Claims {
         })
     }
 
+    /// How many pending items this worker holds leases on.
+    pub fn own_pending(&self) -> Result<u64, StoreError> {
+        let (job, owner) = (self.job, self.owner.clone());
+        self.conn.call(move |c| {
+            c.query_one(
+                "SELECT COUNT(*) FROM items WHERE job = $1 AND state = 'pending'
+                   AND lease_owner = $2",
+                &[&job, &owner],
+            )
+            .map(|r| r.get::<_, i64>(0) as u64)
+        })
+    }
+
     /// Extends the leases of this worker's pending items.
     pub fn renew(&self) -> Result<u64, StoreError> {
         let (job, owner, lease) = (self.job, self.owner.clone(), self.lease.as_secs_f64());
