@@ -347,47 +347,29 @@ fn describe(e: &postgres::Error) -> String {
 }
 
 fn row(r: &postgres::Row) -> Row {
-    Row {
-        id: r.get(0),
-        state: State::parse(r.get::<_, &str>(1)),
-        path: r.get(2),
-        bytes: r.get::<_, i64>(3) as u64,
-        sha256: r.get(4),
-        etag: r.get(5),
-        last_modified: r.get(6),
-        permanent: r.get(7),
-        error: r.get(8),
-        reason: r.get(9),
-        http_status: r.get::<_, Option<i32>>(10).map(|s| s as u16),
-        attempts: r.get::<_, i32>(11) as u32,
-        seen_run: r.get(12),
-        is_page: r.get(13),
-        total: r.get::<_, Option<i64>>(14).map(|t| t as u64),
-        page_id: r.get(15),
-    }
+    row_at(r, 0)
 }
 
-/// The row part of a claim (its columns from 10 on, as [`row`] reads
-/// them from 0).
-fn claimed_row(r: &postgres::Row) -> Row {
-    const AT: usize = 10;
+/// A [`Row`] from the columns of `r` from `at` on, in [`ROW_COLUMNS`]
+/// order (a claim returns them after the item's own).
+fn row_at(r: &postgres::Row, at: usize) -> Row {
     Row {
-        id: r.get(AT),
-        state: State::parse(r.get::<_, &str>(AT + 1)),
-        path: r.get(AT + 2),
-        bytes: r.get::<_, i64>(AT + 3) as u64,
-        sha256: r.get(AT + 4),
-        etag: r.get(AT + 5),
-        last_modified: r.get(AT + 6),
-        permanent: r.get(AT + 7),
-        error: r.get(AT + 8),
-        reason: r.get(AT + 9),
-        http_status: r.get::<_, Option<i32>>(AT + 10).map(|s| s as u16),
-        attempts: r.get::<_, i32>(AT + 11) as u32,
-        seen_run: r.get(AT + 12),
-        is_page: r.get(AT + 13),
-        total: r.get::<_, Option<i64>>(AT + 14).map(|t| t as u64),
-        page_id: r.get(AT + 15),
+        id: r.get(at),
+        state: State::parse(r.get::<_, &str>(at + 1)),
+        path: r.get(at + 2),
+        bytes: r.get::<_, i64>(at + 3) as u64,
+        sha256: r.get(at + 4),
+        etag: r.get(at + 5),
+        last_modified: r.get(at + 6),
+        permanent: r.get(at + 7),
+        error: r.get(at + 8),
+        reason: r.get(at + 9),
+        http_status: r.get::<_, Option<i32>>(at + 10).map(|s| s as u16),
+        attempts: r.get::<_, i32>(at + 11) as u32,
+        seen_run: r.get(at + 12),
+        is_page: r.get(at + 13),
+        total: r.get::<_, Option<i64>>(at + 14).map(|t| t as u64),
+        page_id: r.get(at + 15),
     }
 }
 
@@ -1135,7 +1117,7 @@ impl Claims {
             )?;
             Ok(rows
                 .iter()
-                .map(|r| (unfinished(r), claimed_row(r)))
+                .map(|r| (unfinished(r), row_at(r, 10)))
                 .collect())
         })
     }
