@@ -204,6 +204,13 @@ pub enum ConfigError {
          with haul submit --state … --job … -i LIST"
     )]
     WorkerWithInputs,
+    /// `-o` names a URL (`s3://…`): object storage is not written to yet,
+    /// and a local folder named `s3:` is never what was meant.
+    #[error(
+        "-o {0}: haul writes to a local directory; object storage (s3://, gs://, az://) is not \
+         supported yet (to mean a local folder with that name, write ./{0})"
+    )]
+    OutputUrl(String),
     /// `--accept` names something that is not a type pattern.
     #[error("{0:?} is not a MIME type pattern such as image/* or image/png")]
     Accept(String),
@@ -575,6 +582,16 @@ impl Config {
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(text) = self.output.to_str() {
+            let scheme = text.split_once("://").map(|(s, _)| s);
+            if scheme.is_some_and(|s| {
+                s.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+            }) {
+                return Err(ConfigError::OutputUrl(text.to_string()));
+            }
+        }
         if (self.worker.is_some() || self.submit_only) && self.source.state.is_none() {
             return Err(ConfigError::SharedWithoutState);
         }
