@@ -22,13 +22,23 @@ use crate::report::{self, ProgressMode, ReportFiles};
 use crate::schedule::Backoff;
 use crate::source::InputSpec;
 
+/// An object-store output: its URL and the store's options.
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectsOutput {
+    pub(crate) url: String,
+    pub(crate) options: Vec<(String, String)>,
+}
+
 /// Everything a job needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where URLs come from, in order.
     pub(crate) inputs: Vec<InputSpec>,
-    /// Output directory.
+    /// Output directory; for an object-store output, the local folder
+    /// of its job state.
     pub(crate) output: PathBuf,
+    /// The object-store output (`-o s3://…`), if the output is one.
+    pub(crate) objects: Option<ObjectsOutput>,
     /// Transfers in flight, all hosts.
     pub(crate) jobs: usize,
     /// Transfers in flight to one host.
@@ -118,10 +128,38 @@ pub struct Crawl {
 
 impl Config {
     /// Defaults for everything but the inputs and output directory.
+    ///
+    /// `output` may be an object-store URL, `s3://bucket/prefix/`
+    /// (`gs://`, `az://` too): files go there, and the job state to a local
+    /// folder named for it under `.haul-jobs/` (see
+    /// [`Config::store_option`]). `file:///path` is the local `/path`.
     pub fn new(inputs: Vec<InputSpec>, output: impl Into<PathBuf>) -> Self {
+        let mut output: PathBuf = output.into();
+        let mut objects = None;
+        if let Some(text) = output.to_str() {
+            match crate::objects::scheme_of(text) {
+                Some("file") => {
+                    if let Some(path) = url::Url::parse(text)
+                        .ok()
+                        .and_then(|u| u.to_file_path().ok())
+                    {
+                        output = path;
+                    }
+                }
+                Some(s) if crate::objects::SCHEMES.contains(&s.to_ascii_lowercase().as_str()) => {
+                    objects = Some(ObjectsOutput {
+                        url: text.to_string(),
+                        options: Vec::new(),
+                    });
+                    output = crate::objects::default_state_dir(text);
+                }
+                _ => {}
+            }
+        }
         Self {
             inputs,
-            output: output.into(),
+            output,
+            objects,
             jobs: 64,
             per_host: 0,
             adaptive: true,
@@ -204,13 +242,22 @@ pub enum ConfigError {
          with haul submit --state … --job … -i LIST"
     )]
     WorkerWithInputs,
-    /// `-o` names a URL (`s3://…`): object storage is not written to yet,
-    /// and a local folder named `s3:` is never what was meant.
+    /// `-o` names a URL of no store haul writes to: a local folder named
+    /// after its scheme is never what was meant.
     #[error(
-        "-o {0}: haul writes to a local directory; object storage (s3://, gs://, az://) is not \
-         supported yet (to mean a local folder with that name, write ./{0})"
+        "-o {0}: not a place haul writes to: give a local directory, or s3://, gs://, az:// \
+         (to mean a local folder with that name, write ./{0})"
     )]
     OutputUrl(String),
+    /// `--store-option` without an object-store output.
+    #[error("--store-option {0}: -o is a local directory; store options are for -o s3://… (gs://, az://)")]
+    StoreOptionWithoutStore(String),
+    /// A local state folder without an object-store output.
+    #[error(
+        "--state DIR is for an object-store output (-o s3://…); a local output keeps its \
+         job state in the output directory"
+    )]
+    StateDirWithoutStore,
     /// `--accept` names something that is not a type pattern.
     #[error("{0:?} is not a MIME type pattern such as image/* or image/png")]
     Accept(String),
@@ -553,10 +600,13 @@ impl Config {
         let job = match job {
             Some(j) if !j.trim().is_empty() => j.to_string(),
             Some(_) => return Err(ConfigError::State("an empty --job name".into())),
-            None => std::path::absolute(&self.output)
-                .unwrap_or_else(|_| self.output.clone())
-                .display()
-                .to_string(),
+            None => match &self.objects {
+                Some(o) => o.url.clone(),
+                None => std::path::absolute(&self.output)
+                    .unwrap_or_else(|_| self.output.clone())
+                    .display()
+                    .to_string(),
+            },
         };
         self.source.state = Some(crate::store::PgLocation {
             url: url.to_string(),
@@ -581,14 +631,40 @@ impl Config {
         self
     }
 
+    /// Sets an option of the object store `-o` names, by its
+    /// `object_store` configuration key: `aws_endpoint`
+    /// (an S3-compatible server), `aws_region`, `aws_allow_http`,
+    /// `google_service_account`, `azure_storage_account_name`, …; the
+    /// environment gives the rest (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+    pub fn store_option(mut self, key: &str, value: &str) -> Result<Self, ConfigError> {
+        let Some(o) = self.objects.as_mut() else {
+            return Err(ConfigError::StoreOptionWithoutStore(key.to_string()));
+        };
+        o.options
+            .push((key.to_ascii_lowercase(), value.to_string()));
+        Ok(self)
+    }
+
+    /// Whether the output is an object store.
+    pub fn writes_objects(&self) -> bool {
+        self.objects.is_some()
+    }
+
+    /// Keeps the job state of an object-store output in the local folder
+    /// `dir` instead of `.haul-jobs/…` in the current directory.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        if self.objects.is_none() {
+            return Err(ConfigError::StateDirWithoutStore);
+        }
+        self.output = dir.into();
+        Ok(self)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(text) = self.output.to_str() {
-            let scheme = text.split_once("://").map(|(s, _)| s);
-            if scheme.is_some_and(|s| {
-                s.starts_with(|c: char| c.is_ascii_alphabetic())
-                    && s.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
-            }) {
+            if crate::objects::scheme_of(text)
+                .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_alphabetic()))
+            {
                 return Err(ConfigError::OutputUrl(text.to_string()));
             }
         }

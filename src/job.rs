@@ -66,6 +66,9 @@ pub enum JobError {
     /// The settings do not fit together.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The object store `-o` names cannot be used.
+    #[error(transparent)]
+    Objects(#[from] crate::objects::ObjectsError),
     /// The thread that records outcomes stopped unexpectedly (a bug).
     #[error(
         "the job state's recording thread stopped unexpectedly; what it recorded is kept, \
@@ -271,9 +274,35 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         reporter.on_message(report::Level::Note, note);
     }
     let out = Arc::new(crate::beneath::Root::open(&cfg.output).map_err(thread_error(&cfg.output))?);
+    let objects = match &cfg.objects {
+        // Checked before anything else is: a wrong bucket or refused
+        // credentials end the job here, with one message.
+        Some(o) if !cfg.submit_only => {
+            let objects = Arc::new(crate::objects::Objects::open(
+                &o.url,
+                &o.options,
+                &cfg.output,
+            )?);
+            let aborted = objects.prepare().await?;
+            if aborted > 0 {
+                reporter.on_message(
+                    report::Level::Note,
+                    &format!(
+                        "aborted {aborted} unfinished upload{} an earlier run left in {}",
+                        if aborted == 1 { "" } else { "s" },
+                        objects.url()
+                    ),
+                );
+            }
+            Some(objects)
+        }
+        _ => None,
+    };
     // Submitting names items without looking at any directory: no file
-    // there predates the job.
-    let empty_output = cfg.submit_only || holds_only_state(&cfg.output, &cfg.reports);
+    // there predates the job. An object store's listing is in memory:
+    // always looked at.
+    let empty_output =
+        cfg.submit_only || (objects.is_none() && holds_only_state(&cfg.output, &cfg.reports));
     let worker = match (&cfg.source.state, cfg.worker) {
         (Some(loc), Some(lease)) => Some(crate::worker::Worker::start(
             loc,
@@ -318,6 +347,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
                 .map_err(thread_error(&cfg.output))?,
             hash: cfg.reports.manifest.is_some() || cfg.hash,
             out: out.clone(),
+            objects: objects.clone(),
             portable: cfg.portable_files,
         },
         meta_url: cfg.meta_url.clone(),
@@ -389,24 +419,29 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
 
     // Ledger thread: plans, records, reports.
     let (item_tx, mut item_rx) = mpsc::channel::<Item>(1024);
+    let mut planner = Planner::new(
+        out.clone(),
+        cfg.namer.clone(),
+        cfg.overwrite,
+        cfg.retry_failed,
+    );
+    if let Some(o) = &objects {
+        planner = planner.with_objects(o.clone());
+    }
     let mut ledger = Ledger::new(
         store,
-        Planner::new(
-            out.clone(),
-            cfg.namer.clone(),
-            cfg.overwrite,
-            cfg.retry_failed,
-        )
-        .with_empty_output(empty_output)
-        .with_refresh(cfg.crawl.as_ref().is_some_and(|c| c.refresh))
-        .with_protected(protected_names(&cfg.output, &cfg)),
+        planner
+            .with_empty_output(empty_output)
+            .with_refresh(cfg.crawl.as_ref().is_some_and(|c| c.refresh))
+            .with_protected(protected_names(&cfg.output, &cfg)),
         recorder,
         progress.clone(),
         cfg.sync,
         cfg.overwrite,
     );
     ledger.verbose = cfg.verbose;
-    ledger.synced_on_save = cfg.portable_files;
+    // A stored object is durable once the store says so.
+    ledger.synced_on_save = cfg.portable_files || objects.is_some();
     ledger.no_space = Some((shared_no_space.clone(), cfg.output.clone()));
     ledger.reporter = reporter.clone();
     ledger.crawl = cfg.crawl.as_ref().map(|c| crate::ledger::CrawlPlan {
@@ -709,13 +744,20 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
             dest.rel.clone(),
             from.bytes,
         );
-        let placed = sh
-            .fetcher
-            .disk
-            .run(move || root.place(&from_rel, &to, bytes))
-            .await
-            .map_err(|_| std::io::Error::other("the disk threads are gone"))
-            .and_then(|r| r);
+        let placed = match &sh.fetcher.objects {
+            Some(o) => o
+                .copy(&from_rel, &to)
+                .await
+                .map(|()| false)
+                .map_err(std::io::Error::other),
+            None => sh
+                .fetcher
+                .disk
+                .run(move || root.place(&from_rel, &to, bytes))
+                .await
+                .map_err(|_| std::io::Error::other("the disk threads are gone"))
+                .and_then(|r| r),
+        };
         match placed {
             Ok(linked) => {
                 out.status = Status::Ok;
@@ -970,8 +1012,9 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
                 String::new()
             };
             out.error = Some(format!("{e}{retried}"));
-            out.permanent =
-                !e.is_transient() && !e.is_out_of_space() && !matches!(e, FetchError::Interrupted);
+            out.permanent = !e.is_transient()
+                && !e.is_output_failure()
+                && !matches!(e, FetchError::Interrupted);
             if e.is_out_of_space() {
                 // Nothing more will fit: stop starting transfers; what is
                 // not done stays for the next run, once there is room.

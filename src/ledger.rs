@@ -450,7 +450,7 @@ impl Ledger {
                 let answer = match self.planner.claim(&*self.store, &components)? {
                     Ok(dest) => {
                         self.store.set_path(id, &dest.rel)?;
-                        if !self.overwrite && self.planner.root().exists(&dest.rel) {
+                        if !self.overwrite && self.planner.exists(&dest.rel) {
                             Ok(Claimed::Exists(dest))
                         } else {
                             Ok(Claimed::Dest(dest))

@@ -51,6 +51,7 @@ mod fetch;
 mod http;
 mod job;
 mod ledger;
+mod objects;
 mod plan;
 mod report;
 mod schedule;

@@ -105,15 +105,20 @@ async fn a_mistyped_command_is_named_and_leaves_nothing_behind() {
     assert_exit(&o, 2);
     insta::assert_snapshot!(stderr(&o).trim(), @r#"haul: error: "urls.txt" is a file, not a URL: to read URLs from it, use -i urls.txt"#);
     assert_eq!(s.files(), vec!["urls.txt"], "nothing else is created");
-    // An object-store URL as -o used to make a local folder named "s3:".
-    let o = run_in(s.dir.path(), &["-i", "urls.txt", "-o", "s3://bucket/run/"]).await;
+    // A URL of no store haul knows as -o used to make a local folder
+    // named after its scheme.
+    let o = run_in(
+        s.dir.path(),
+        &["-i", "urls.txt", "-o", "webdav://host/run/"],
+    )
+    .await;
     assert_exit(&o, 2);
     assert!(
-        stderr(&o).contains("-o s3://bucket/run/: haul writes to a local directory"),
+        stderr(&o).contains("-o webdav://host/run/: not a place haul writes to"),
         "{}",
         stderr(&o)
     );
-    assert_eq!(s.files(), vec!["urls.txt"], "no s3: folder");
+    assert_eq!(s.files(), vec!["urls.txt"], "no webdav: folder");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ mod fidelity;
 mod first_contact;
 mod hostile;
 mod library;
+mod objects;
 mod pg_harness;
 mod politeness;
 mod resume;

@@ -434,9 +434,22 @@ pub struct Args {
 
     /// Keep the job state in PostgreSQL instead of DIR/.haul, so that haul
     /// processes on many machines share the job (see haul submit and haul
-    /// worker): postgres://USER@HOST[:PORT]/DATABASE.
+    /// worker): postgres://USER@HOST[:PORT]/DATABASE. With -o s3://…, a
+    /// local folder may be given instead (default: .haul-jobs/s3/BUCKET/…
+    /// in the current directory).
     #[arg(long, value_name = "URL", env = "HAUL_STATE")]
     pub state: Option<String>,
+
+    /// With -o s3://…: the endpoint of an S3-compatible server (MinIO,
+    /// Ceph, R2…), e.g. http://127.0.0.1:9000.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// With -o s3://, gs://, az://: a setting of the store by its
+    /// object_store key, e.g. aws_region=eu-west-1 (repeatable); the
+    /// environment gives the rest (AWS_*, GOOGLE_*, AZURE_*).
+    #[arg(long = "store-option", value_name = "KEY=VALUE")]
+    pub store_options: Vec<String>,
 
     /// The job's name in the --state database (default: the output
     /// directory's absolute path).
@@ -468,6 +481,9 @@ pub enum UsageError {
         /// The nearest subcommand, if one is near.
         suggestion: Option<&'static str>,
     },
+    /// `--store-option` without `=`.
+    #[error("--store-option {0:?}: expected KEY=VALUE, e.g. aws_region=eu-west-1")]
+    StoreOption(String),
     /// The first argument is a file, given where URLs go.
     #[error("{0:?} is a file, not a URL: to read URLs from it, use -i {0}")]
     FileAsUrl(String),
@@ -529,6 +545,18 @@ pub fn unknown_command(args: &Args) -> Option<UsageError> {
 }
 
 impl Args {
+    /// The local folder of the job state: the output directory, or for an
+    /// object-store output, `--state DIR` or its default folder.
+    fn state_dir(&self) -> PathBuf {
+        match crate::config::Config::new(vec![], self.output.clone()).writes_objects() {
+            true => match &self.state {
+                Some(dir) if !dir.contains("://") => PathBuf::from(dir),
+                _ => crate::objects::default_state_dir(&self.output.to_string_lossy()),
+            },
+            false => self.output.clone(),
+        }
+    }
+
     /// The job this command line asks for.
     pub fn into_config(self) -> Result<Config, UsageError> {
         self.into_config_for(false)
@@ -537,6 +565,7 @@ impl Args {
     /// The job of `haul worker` (no inputs: it claims them), or of a
     /// download.
     pub fn into_config_for(self, worker: bool) -> Result<Config, UsageError> {
+        let state_dir = self.state_dir();
         let mut inputs = Vec::new();
         if !self.urls.is_empty() {
             inputs.push(InputSpec::Args(self.urls));
@@ -552,7 +581,7 @@ impl Args {
             if !self.retry_failed {
                 return Err(UsageError::NoInput);
             }
-            inputs.push(InputSpec::Failed(self.output.clone()));
+            inputs.push(InputSpec::Failed(state_dir));
         }
         let retries = match self.tries {
             Some(0) => u32::MAX,
@@ -604,8 +633,24 @@ impl Args {
         if let Some(n) = self.per_host {
             cfg = cfg.per_host(n as usize);
         }
-        if let Some(url) = &self.state {
-            cfg = cfg.state(url, self.job.as_deref())?;
+        match &self.state {
+            Some(dir) if cfg.writes_objects() && !dir.contains("://") => {
+                cfg = cfg.state_dir(dir)?;
+            }
+            Some(url) => cfg = cfg.state(url, self.job.as_deref())?,
+            None => {}
+        }
+        if let Some(endpoint) = &self.endpoint {
+            cfg = cfg.store_option("aws_endpoint", endpoint)?;
+            if endpoint.starts_with("http://") {
+                cfg = cfg.store_option("aws_allow_http", "true")?;
+            }
+        }
+        for raw in &self.store_options {
+            let Some((k, v)) = raw.split_once('=') else {
+                return Err(UsageError::StoreOption(raw.clone()));
+            };
+            cfg = cfg.store_option(k.trim(), v.trim())?;
         }
         for r in &self.rate {
             cfg = cfg.rate(r)?;

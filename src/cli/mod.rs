@@ -91,7 +91,15 @@ fn status(args: args::StatusArgs) -> anyhow::Result<u8> {
         (Some(url), Some(job)) => {
             crate::status::run_shared(url, job, args.json, &args.report, &args.failed)?
         }
-        _ => crate::status::run(&args.dir, args.json, &args.report, &args.failed)?,
+        _ => {
+            // `haul status s3://bucket/prefix/` reads the local state of
+            // that output.
+            let dir = match &args.state {
+                Some(d) if !d.contains("://") => d.into(),
+                _ => crate::config::Config::new(vec![], args.dir.clone()).output,
+            };
+            crate::status::run(&dir, args.json, &args.report, &args.failed)?
+        }
     };
     print!("{text}");
     Ok(SUCCESS)

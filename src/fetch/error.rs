@@ -71,6 +71,10 @@ pub enum FetchError {
         /// What the OS said.
         source: io::Error,
     },
+    /// The object could not be stored (`-o s3://…`), after the store
+    /// client's own retries.
+    #[error("cannot store {0}")]
+    Store(#[from] crate::objects::WriteError),
     /// No file name could be made.
     #[error(transparent)]
     Name(#[from] NameError),
@@ -150,6 +154,12 @@ impl FetchError {
         }
     }
 
+    /// Whether the failure is the output's, not the item's (the disk is
+    /// full, the object store refused): the item is tried again next run.
+    pub fn is_output_failure(&self) -> bool {
+        self.is_out_of_space() || matches!(self, Self::Store(_))
+    }
+
     /// Whether another attempt may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -161,6 +171,7 @@ impl FetchError {
             Self::Redirect(_)
             | Self::Request(_)
             | Self::Disk { .. }
+            | Self::Store(_)
             | Self::Name(_)
             | Self::Unexpected(_)
             | Self::PartialAnswer(_)
@@ -209,6 +220,7 @@ impl FetchError {
             Self::Request(_) => "bad request".into(),
             Self::Disk { source, .. } if is_out_of_space(source) => "no space left".into(),
             Self::Disk { .. } => "disk".into(),
+            Self::Store(_) => "object store".into(),
             Self::Name(_) => "bad name".into(),
             Self::Unexpected(t) => format!("unexpected content: {t}"),
             Self::PartialAnswer(_) => "partial answer".into(),

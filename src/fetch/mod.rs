@@ -35,6 +35,7 @@ use crate::schedule::parse_retry_after;
 pub mod disk;
 mod error;
 mod file;
+mod object;
 
 pub use error::FetchError;
 use file::PartWriter;
@@ -237,12 +238,55 @@ pub struct Fetcher {
     pub disk: crate::fetch::disk::Pool,
     /// The output directory, where every file operation happens.
     pub out: Arc<Root>,
+    /// The object-store output, when files go there instead.
+    pub objects: Option<Arc<crate::objects::Objects>>,
     /// The portable file path (see [`crate::job::Config::portable_files`]).
     pub portable: bool,
     /// Compute each file's SHA-256. It is most of the CPU a small file costs
     /// on machines without SHA extensions, so it is done when something
     /// reads it: a manifest, a checksum column.
     pub hash: bool,
+}
+
+/// Where a body goes: a `.part` file on disk, or an object store.
+enum Writer {
+    Disk(PartWriter),
+    Object(object::ObjectWriter),
+}
+
+impl Writer {
+    async fn push(&mut self, chunk: Bytes) -> Result<(), FetchError> {
+        match self {
+            Self::Disk(w) => w.push(chunk).await,
+            Self::Object(w) => w.push(chunk).await,
+        }
+    }
+
+    async fn finish(self, expect: Option<String>) -> Result<Option<String>, FetchError> {
+        match self {
+            Self::Disk(w) => w.finish(expect).await,
+            Self::Object(w) => w.finish(expect).await,
+        }
+    }
+
+    /// Keeps what arrived for a resume, where it can be kept: `true` if
+    /// it was.
+    async fn park(self) -> Result<bool, FetchError> {
+        match self {
+            Self::Disk(w) => w.park().await.map(|()| true),
+            Self::Object(w) => {
+                w.discard().await;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn discard(self) {
+        match self {
+            Self::Disk(w) => w.discard().await,
+            Self::Object(w) => w.discard().await,
+        }
+    }
 }
 
 impl Fetcher {
@@ -401,7 +445,7 @@ impl Fetcher {
         let hold = append_from == 0 && (!self.rules.accept.is_empty() || target.dest.is_none());
         let mut held: Vec<Bytes> = Vec::new();
         let mut held_len = 0;
-        let mut writer: Option<PartWriter> = None;
+        let mut writer: Option<Writer> = None;
         let mut bar = None;
         let mut got: u64 = 0;
         let mut speed = self
@@ -467,13 +511,25 @@ impl Fetcher {
                     .progress
                     .transfer(&dest.rel, length.map(|l| l + append_from));
                 let hash = self.hash || target.expect_sha256.is_some();
-                let mut w =
-                    PartWriter::new(self.out.clone(), dest, append_from, hash, self.disk.clone());
-                // A body that will not fit the in-memory path goes to disk
-                // anyway: write it by time as well as by size from the start.
-                w.eager = append_from > 0 || length.is_none_or(|l| l > FLUSH_AT as u64);
-                w.stale_part = target.stale_part;
-                w.portable |= self.portable;
+                let mut w = match &self.objects {
+                    Some(o) => Writer::Object(object::ObjectWriter::new(o.clone(), dest, hash)),
+                    None => {
+                        let mut w = PartWriter::new(
+                            self.out.clone(),
+                            dest,
+                            append_from,
+                            hash,
+                            self.disk.clone(),
+                        );
+                        // A body that will not fit the in-memory path goes to
+                        // disk anyway: write it by time as well as by size
+                        // from the start.
+                        w.eager = append_from > 0 || length.is_none_or(|l| l > FLUSH_AT as u64);
+                        w.stale_part = target.stale_part;
+                        w.portable |= self.portable;
+                        Writer::Disk(w)
+                    }
+                };
                 let mut pushed = Ok(());
                 for c in held.drain(..) {
                     pushed = w.push(c).await;
@@ -517,8 +573,8 @@ impl Fetcher {
         if failure.is_transient() || matches!(failure, FetchError::Interrupted) {
             // Keep what arrived, so the next attempt (or run) can resume.
             target.part_len = match writer.park().await {
-                Ok(()) => append_from + got,
-                Err(_) => 0,
+                Ok(true) => append_from + got,
+                Ok(false) | Err(_) => 0,
             };
         } else {
             // Nothing of a rejected body is kept, not even a partial.

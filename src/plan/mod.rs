@@ -137,6 +137,8 @@ pub struct Planner {
     empty_output: bool,
     /// Names no download may take: the job's own inputs and reports.
     protected: std::collections::HashSet<String>,
+    /// The object-store output, when files go there instead of `root`.
+    objects: Option<Arc<crate::objects::Objects>>,
 }
 
 fn failed(text: String, origin: &Origin, reason: &str, error: String) -> Planned {
@@ -185,6 +187,40 @@ impl Planner {
             rerun: std::cell::Cell::new(false),
             empty_output: false,
             protected: Default::default(),
+            objects: None,
+        }
+    }
+
+    /// Files go to this object store: what is there is what its listing
+    /// says (see [`crate::objects`]), and there are no partial files.
+    pub fn with_objects(mut self, objects: Arc<crate::objects::Objects>) -> Self {
+        self.objects = Some(objects);
+        self
+    }
+
+    /// Whether a file (or object) of the name `rel` is there.
+    pub(crate) fn exists(&self, rel: &str) -> bool {
+        match &self.objects {
+            Some(o) => o.len(rel).is_some(),
+            None => self.root.exists(rel),
+        }
+    }
+
+    fn file_len(&self, rel: &str) -> Option<u64> {
+        match &self.objects {
+            Some(o) => o.len(rel),
+            None => self.root.file_len(rel, false),
+        }
+    }
+
+    /// The length of `dest`'s partial file, to resume from.
+    fn part_len(&self, dest: &Dest) -> u64 {
+        match &self.objects {
+            // An interrupted upload is aborted, never resumed.
+            Some(_) => 0,
+            // A partial reached through a link, or with another name, is
+            // not ours to append to: it is replaced from byte zero.
+            None => self.root.file_len(&dest.part_rel(), true).unwrap_or(0),
         }
     }
 
@@ -215,11 +251,6 @@ impl Planner {
     /// The output directory.
     pub fn out(&self) -> &OutputDir {
         &self.out
-    }
-
-    /// The open output directory, for looking at what is on disk.
-    pub fn root(&self) -> &Root {
-        &self.root
     }
 
     /// Plans entry number `n` (1-based, input order), recording new items
@@ -531,7 +562,7 @@ impl Planner {
         }
         if !self.overwrite
             && !self.empty_output
-            && item.dest.as_ref().is_some_and(|d| self.root.exists(&d.rel))
+            && item.dest.as_ref().is_some_and(|d| self.exists(&d.rel))
         {
             return Ok(Planned::Settled(settled(item, Status::Skipped, "exists")));
         }
@@ -620,11 +651,15 @@ impl Planner {
         };
         let done = match row.state {
             // Synced: the size is enough to tell the file is still there.
-            State::Ok => self.root.file_len(&dest.rel, false) == Some(row.bytes),
+            State::Ok => self.file_len(&dest.rel) == Some(row.bytes),
             // Saved but not synced when the last run ended: trust the file
             // only if it is exactly what was recorded.
             State::Saved => {
-                let ok = file_matches(&self.root, &dest, row.bytes, row.sha256.as_deref());
+                // An object is whole once stored: its size is enough.
+                let ok = match &self.objects {
+                    Some(o) => o.len(&dest.rel) == Some(row.bytes),
+                    None => file_matches(&self.root, &dest, row.bytes, row.sha256.as_deref()),
+                };
                 if ok {
                     store.mark_synced(&[row.id])?;
                 }
@@ -640,7 +675,7 @@ impl Planner {
             return Ok(Planned::Settled(o));
         }
         match row.state {
-            State::Skipped if self.root.exists(&dest.rel) && !self.overwrite => {
+            State::Skipped if self.exists(&dest.rel) && !self.overwrite => {
                 return Ok(Planned::Settled(settled(Status::Skipped, "exists")));
             }
             State::Failed if row.permanent && !self.retry_failed => {
@@ -658,13 +693,7 @@ impl Planner {
         // Pending, transiently failed, or done but the file is gone: fetch,
         // resuming a partial when the validators allow.
         let resumable = matches!(row.state, State::Pending | State::Failed);
-        let part_len = if resumable {
-            // A partial reached through a link, or with another name, is
-            // not ours to append to: it is replaced from byte zero.
-            self.root.file_len(&dest.part_rel(), true).unwrap_or(0)
-        } else {
-            0
-        };
+        let part_len = if resumable { self.part_len(&dest) } else { 0 };
         let validators = Validators {
             etag: row.etag,
             last_modified: row.last_modified,

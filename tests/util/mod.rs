@@ -2,6 +2,7 @@
 
 pub mod pg;
 pub mod raw;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
