@@ -179,8 +179,8 @@ class Result:
     manifest, one item at a time, so a job of millions of items does not
     hold them all in memory."""
 
-    out: Path
-    """The output directory."""
+    out: Union[Path, str]
+    """The output directory, or the bucket URL (``"s3://…"``) as given."""
     ok: int
     skipped: int
     failed: int
@@ -204,7 +204,7 @@ class Result:
     """The manifest (JSON Lines): the one asked for, or a temporary one that
     lives as long as this result."""
 
-    def __init__(self, out: Path, report: Path, raw: Dict[str, Any]) -> None:
+    def __init__(self, out: Union[Path, str], report: Path, raw: Dict[str, Any]) -> None:
         tally = raw["tally"]
         self.out = out
         self.report = report
@@ -330,8 +330,10 @@ def _options(kwargs: Dict[str, Any]) -> Dict[str, Any]:
     for key, value in kwargs.items():
         if value is None:
             continue
-        if key in ("report", "failed") or key == "out":
+        if key in ("report", "failed", "state_dir") or key == "out":
             spec[key] = os.fspath(value)
+        elif key == "store_options":
+            spec[key] = {str(k): str(v) for k, v in value.items()}
         elif key == "rate":
             spec[key] = [value] if isinstance(value, str) else list(value)
         elif key == "headers":
@@ -371,7 +373,8 @@ class _Run:
         start_urls: Optional[Sequence[str]] = None,
     ) -> None:
         self._scratch: Optional[Path] = None
-        self.out = Path(out)
+        # A bucket URL stays a string: a Path would fold its "//".
+        self.out: Union[Path, str] = out if isinstance(out, str) and "://" in out else Path(out)
         spec = _options(dict(kwargs, out=out))
         try:
             if start_urls is not None:
@@ -557,6 +560,8 @@ def download(
     retry_failed: bool = False,
     hash: bool = False,
     sync: bool = True,
+    store_options: Optional[Mapping[str, str]] = None,
+    state_dir: Optional[StrPath] = None,
     progress: Union[bool, ProgressCallback, None] = None,
 ) -> Result:
     """Downloads every URL of `source` into the directory `out`.
@@ -575,6 +580,12 @@ def download(
     requests: ``"10/s"`` for the job, ``"host=example.com:2/s"`` per host.
     Failed transfers are retried `retries` times, honouring Retry-After.
     `accept` (``"image/*"``), `max_size` and `min_size` check content.
+
+    `out` may be a bucket, ``"s3://bucket/prefix/"`` (``gs://``, ``az://``):
+    credentials come from the environment (``AWS_*``…), `store_options`
+    sets the store's own keys (``{"aws_endpoint": "http://127.0.0.1:9000"}``),
+    and the job state goes to `state_dir` (default ``.haul-jobs/…`` in the
+    current directory).
 
     `report` writes the manifest (JSON Lines, or CSV when named ``*.csv``)
     and `failed` the list of failed URLs (the input's own rows for a table),

@@ -132,6 +132,19 @@ fn build(spec: &Bound<'_, PyDict>) -> PyResult<haul::Config> {
     }
     let out: PathBuf = opt(spec, "out")?.ok_or_else(|| config_error(py, "out: required"))?;
     let mut c = haul::Config::new(inputs, out).progress(haul::ProgressMode::None);
+    if let Some(dir) = opt::<PathBuf>(spec, "state_dir")? {
+        c = c.state_dir(dir).map_err(bad)?;
+    }
+    let mut store_options: Vec<(String, String)> =
+        opt::<std::collections::HashMap<String, String>>(spec, "store_options")?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+    // In a fixed order: a later option may override an earlier one.
+    store_options.sort();
+    for (k, v) in store_options {
+        c = c.store_option(&k, &v).map_err(bad)?;
+    }
     if let Some(n) = opt::<usize>(spec, "jobs")? {
         c = c.jobs(n);
     }

@@ -93,3 +93,66 @@ def verify(out: Path, pairs: List["tuple[str, str]"]) -> None:
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+class S3:
+    """moto's S3 server (`HAUL_MOTO_SERVER`, or `moto_server` on PATH; the
+    tests fail without it: `pip install 'moto[server]'`)."""
+
+    def __init__(self) -> None:
+        import shutil
+        import socket
+        import time
+
+        binary = os.environ.get("HAUL_MOTO_SERVER") or shutil.which("moto_server")
+        if not binary:
+            raise RuntimeError("moto's S3 server is missing: pip install 'moto[server]'")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.05)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def request(self, method: str, target: str) -> "tuple[int, bytes]":
+        """An HTTP/1.0 request with a made-up signature: moto takes any,
+        and refuses private objects to a request without one."""
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.port)) as s:
+            s.sendall(
+                f"{method} {target} HTTP/1.0\r\nHost: 127.0.0.1:{self.port}\r\n"
+                "Content-Length: 0\r\nAuthorization: AWS4-HMAC-SHA256 "
+                "Credential=k/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, "
+                "Signature=00\r\n\r\n".encode()
+            )
+            data = b""
+            while chunk := s.recv(1 << 16):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3() -> Iterator[S3]:
+    server = S3()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List
 import pytest
 
 import haul
-from conftest import FLAGS, Origin, verify
+from conftest import FLAGS, S3, Origin, verify
 
 
 def files(out: Path) -> List[str]:
@@ -228,3 +228,37 @@ def test_the_haul_command_from_the_environment() -> None:
     assert done.returncode == 0 and "resumable" in done.stdout
     done = subprocess.run([sys.executable, "-m", "haul", "--version"], capture_output=True, text=True)
     assert done.stdout.strip() == f"haul {haul.__version__}"
+
+
+def test_a_bucket_as_out(origin: Origin, s3: S3, tmp_path: Path) -> None:
+    assert s3.request("PUT", "/bkt")[0] == 200
+    paths = [f"/file/o{i:02}.bin?size={2000 + i}" for i in range(30)]
+    urls = [origin.url(p) for p in paths]
+    options = {
+        "aws_access_key_id": "k",
+        "aws_secret_access_key": "s",
+        "aws_region": "us-east-1",
+        "aws_endpoint": s3.endpoint,
+        "aws_allow_http": "true",
+    }
+    r = haul.download(
+        urls, "s3://bkt/py/", store_options=options, state_dir=tmp_path / "state", jobs=8
+    )
+    assert (r.ok, r.failed) == (30, 0)
+    assert r.out == "s3://bkt/py/"
+    assert (tmp_path / "state" / ".haul" / "state.db").exists()
+    # The same files to disk, checked against the origin, then compared.
+    local = tmp_path / "local"
+    haul.download(urls, local)
+    verify(local, [(p, p.split("/")[2].split("?")[0]) for p in paths])
+    for p in paths:
+        name = p.split("/")[2].split("?")[0]
+        status, body = s3.request("GET", f"/bkt/py/{name}")
+        assert status == 200 and body == (local / name).read_bytes(), name
+    again = haul.download(urls, "s3://bkt/py/", store_options=options, state_dir=tmp_path / "state")
+    assert (again.ok, again.skipped) == (0, 30)
+
+    with pytest.raises(haul.HaulError, match="the bucket does not exist"):
+        haul.download(
+            urls, "s3://missing/x/", store_options=options, state_dir=tmp_path / "state2"
+        )
