@@ -249,7 +249,8 @@ impl Objects {
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
         let mut stream = self.store.list(prefix);
         while let Some(meta) = stream.next().await {
-            let meta = meta.map_err(|e| refused(why(&e, "cannot list the bucket"), e))?;
+            let meta =
+                meta.map_err(|e| refused(&why(&e, "cannot list the prefix (s3:ListBucket)"), e))?;
             if let Some(rel) = self.rel_of(&meta.location) {
                 listing.insert(rel.into(), meta.size);
             }
@@ -267,7 +268,7 @@ impl Objects {
         self.store
             .put(&probe, PutPayload::default())
             .await
-            .map_err(|e| refused(why(&e, "cannot write to the bucket"), e))?;
+            .map_err(|e| refused(&why(&e, "cannot write under the prefix (s3:PutObject)"), e))?;
         // Not being allowed to delete leaves an empty object: a nuisance
         // worth a message, not a reason to stop.
         let _ = self.store.delete(&probe).await;
@@ -407,26 +408,29 @@ fn said(e: &object_store::Error) -> String {
     }
 }
 
-/// Why a start-up request failed, in the user's terms.
-fn why(e: &object_store::Error, doing: &'static str) -> &'static str {
+/// Why a start-up request failed, in the user's terms: `doing` is what
+/// was being done ("cannot list the prefix (s3:ListBucket)").
+fn why(e: &object_store::Error, doing: &str) -> String {
     use object_store::Error as E;
-    // S3 names a missing bucket in the body of a 404 that object_store
-    // reports as a generic error.
+    // S3 names these in the body of an answer that object_store reports
+    // as a generic error.
     let text = e.to_string();
-    if text.contains("NoSuchBucket") {
-        return "the bucket does not exist (check its name, and --endpoint for an S3-compatible store)";
-    }
-    if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") {
-        return "the store did not accept the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or ~/.aws/credentials)";
-    }
-    if text.contains("AccessDenied") {
-        return "the credentials lack a permission haul needs (list, put and delete objects under the prefix)";
-    }
-    match e {
-        E::NotFound { .. } => "the bucket does not exist (check its name, and --store-option aws_endpoint=… for an S3-compatible store)",
-        E::Unauthenticated { .. } => "the store did not accept the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_KEY…)",
-        E::PermissionDenied { .. } => "the credentials lack a permission haul needs (list, put and delete objects under the prefix)",
-        _ => doing,
+    let has = |code: &str| text.contains(code);
+    if has("NoSuchBucket") || matches!(e, E::NotFound { .. }) {
+        "the bucket does not exist (check its name, and --endpoint for an S3-compatible store)"
+            .into()
+    } else if has("InvalidAccessKeyId")
+        || has("SignatureDoesNotMatch")
+        || matches!(e, E::Unauthenticated { .. })
+    {
+        "the store did not accept the credentials (AWS_ACCESS_KEY_ID and \
+         AWS_SECRET_ACCESS_KEY or ~/.aws/credentials; GOOGLE_APPLICATION_CREDENTIALS; \
+         AZURE_STORAGE_ACCOUNT_KEY)"
+            .into()
+    } else if has("AccessDenied") || matches!(e, E::PermissionDenied { .. }) {
+        format!("the credentials lack a permission haul needs: {doing}")
+    } else {
+        doing.to_string()
     }
 }
 

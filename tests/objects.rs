@@ -206,10 +206,42 @@ async fn a_wrong_bucket_or_refused_credentials_stop_the_job_before_any_transfer(
     assert_exit(&o, 2);
     let err = stderr(&o);
     assert!(
-        err.contains("did not accept the credentials") || err.contains("lack a permission"),
+        err.contains("-o s3://bkt/x: the store did not accept the credentials"),
         "{err}"
     );
-    assert_eq!(origin.stats().requests, 0, "a transfer began");
+    drop(s3);
+
+    // A user who may list and read but not write.
+    let (s3, key, secret) = S3::start_with_user("bkt", &["s3:ListBucket", "s3:GetObject"]);
+    let o = to_s3(&s, &s3, &list, "s3://bkt/x/", &[])
+        .env("AWS_ACCESS_KEY_ID", &key)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .output()
+        .await
+        .unwrap();
+    assert_exit(&o, 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains("the credentials lack a permission haul needs: cannot write under the prefix (s3:PutObject)"),
+        "{err}"
+    );
+    drop(s3);
+    assert_eq!(
+        origin.stats().requests,
+        0,
+        "a transfer began before the checks passed"
+    );
+    // The same user, allowed to write: the job runs.
+    let (s3, key, secret) =
+        S3::start_with_user("bkt", &["s3:ListBucket", "s3:PutObject", "s3:DeleteObject"]);
+    let o = to_s3(&s, &s3, &list, "s3://bkt/x/", &[])
+        .env("AWS_ACCESS_KEY_ID", &key)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .output()
+        .await
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(origin.stats().requests, 1);
     drop(s3);
 
     // An unknown scheme is a usage error, and no folder of that name.
@@ -385,7 +417,10 @@ async fn workers_of_a_shared_job_store_into_one_bucket() {
     assert_eq!(keys.len(), 200, "{keys:?}");
     for r in &routes {
         let name = r.trim_start_matches("/file/");
-        assert_eq!(s3.get("bkt", &format!("shared/{name}")).unwrap(), expected(r));
+        assert_eq!(
+            s3.get("bkt", &format!("shared/{name}")).unwrap(),
+            expected(r)
+        );
         assert_eq!(origin.requests(r), 1, "{r} fetched twice");
     }
     origin.stop().await;

@@ -43,7 +43,43 @@ impl S3 {
         Self::spawn(true)
     }
 
+    /// A server that checks credentials, with one bucket and one user
+    /// allowed only `actions` (`"s3:ListBucket"`…): returns the server and
+    /// the user's key and secret. moto lets the first few requests through
+    /// without credentials (`INITIAL_NO_AUTH_ACTION_COUNT`); they make the
+    /// user, its key, its policy and the bucket.
+    pub fn start_with_user(bucket: &str, actions: &[&str]) -> (S3, String, String) {
+        let s3 = Self::spawn_with(Some("4"));
+        let iam = "/us-east-1/iam/aws4_request";
+        let (status, body) = s3.form(iam, "Action=CreateUser&UserName=u&Version=2010-05-08");
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = s3.form(iam, "Action=CreateAccessKey&UserName=u&Version=2010-05-08");
+        assert_eq!(status, 200, "{body}");
+        let key = elements(&body, "AccessKeyId").remove(0);
+        let secret = elements(&body, "SecretAccessKey").remove(0);
+        let actions = actions
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":[{actions}],"Resource":"*"}}]}}"#
+        );
+        let policy: String = url::form_urlencoded::byte_serialize(policy.as_bytes()).collect();
+        let (status, body) = s3.form(
+            iam,
+            &format!("Action=PutUserPolicy&UserName=u&PolicyName=p&Version=2010-05-08&PolicyDocument={policy}"),
+        );
+        assert_eq!(status, 200, "{body}");
+        s3.create_bucket(bucket);
+        (s3, key, secret)
+    }
+
     fn spawn(auth: bool) -> S3 {
+        Self::spawn_with(auth.then_some("0"))
+    }
+
+    fn spawn_with(unchecked: Option<&str>) -> S3 {
         let bin = std::env::var_os("HAUL_MOTO_SERVER").unwrap_or_else(|| "moto_server".into());
         let port = {
             let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -54,8 +90,8 @@ impl S3 {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if auth {
-            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        if let Some(n) = unchecked {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n);
         }
         let child = cmd
             .spawn()
@@ -131,6 +167,31 @@ impl S3 {
         let (status, body) = self.request("GET", &format!("/{bucket}?uploads"));
         assert_eq!(status, 200, "{body}");
         elements(&body, "Key")
+    }
+
+    /// A form POST to the service of the credential scope `scope` (moto
+    /// routes by it).
+    fn form(&self, scope: &str, body: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        write!(
+            s,
+            "POST / HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential={KEY}/20260101{scope}, \
+             SignedHeaders=host, Signature=00\r\n\r\n{body}",
+            self.port,
+            body.len()
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).expect("read moto's answer");
+        let text = String::from_utf8_lossy(&all).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status code");
+        (status, text)
     }
 
     fn request(&self, method: &str, target: &str) -> (u16, String) {
