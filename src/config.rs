@@ -809,4 +809,28 @@ mod tests {
              or a selector such as --follow 'a.next'"
         );
     }
+
+    #[test]
+    fn an_output_url_is_a_bucket_a_local_path_or_refused() {
+        let c = Config::new(vec![], "s3://bkt/run/");
+        assert!(c.writes_objects());
+        assert_eq!(c.output, PathBuf::from(".haul-jobs/s3/bkt/run"));
+        let c = c.state_dir("/var/state").unwrap();
+        assert_eq!(c.output, PathBuf::from("/var/state"));
+        assert!(c.store_option("aws_region", "eu-west-1").is_ok());
+
+        let c = Config::new(vec![], "file:///srv/out%20dir");
+        assert!(!c.writes_objects());
+        assert_eq!(c.output, PathBuf::from("/srv/out dir"));
+        assert!(matches!(
+            c.clone().store_option("aws_region", "x"),
+            Err(ConfigError::StoreOptionWithoutStore(_))
+        ));
+        assert!(matches!(c.state_dir("s"), Err(ConfigError::StateDirWithoutStore)));
+
+        let c = Config::new(vec![], "webdav://host/x");
+        assert!(matches!(c.validate(), Err(ConfigError::OutputUrl(_))));
+        // A local name with a colon is a local name.
+        assert!(Config::new(vec![], "./s3://x").validate().is_ok());
+    }
 }
