@@ -179,79 +179,69 @@ async fn a_killed_multipart_upload_is_aborted_and_the_object_completed_by_the_ne
     origin.stop().await;
 }
 
+/// Runs `to_s3` to the end, with `creds` (key, secret) instead of the
+/// usual ones when given.
+async fn run_s3(
+    s: &Scratch,
+    s3: &S3,
+    list: &std::path::Path,
+    dest: &str,
+    creds: Option<&(S3, String, String)>,
+) -> std::process::Output {
+    let mut cmd = to_s3(s, s3, list, dest, &[]);
+    if let Some((_, key, secret)) = creds {
+        cmd.env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret);
+    }
+    cmd.output().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_bucket_or_refused_credentials_stop_the_job_before_any_transfer() {
     let origin = Origin::start(Config::default()).await.unwrap();
     let s = Scratch::new();
     let list = s.list("urls.txt", &[origin.url("/file/a.bin")]);
+    let refused = |o: &std::process::Output, want: &str| {
+        assert_exit(o, 2);
+        assert!(stderr(o).contains(want), "{}", stderr(o));
+    };
 
     let s3 = S3::start();
-    let o = to_s3(&s, &s3, &list, "s3://no-such-bucket/x/", &[])
-        .output()
-        .await
-        .unwrap();
-    assert_exit(&o, 2);
-    let err = stderr(&o);
-    assert!(
-        err.contains("-o s3://no-such-bucket/x: the bucket does not exist"),
-        "{err}"
-    );
+    let o = run_s3(&s, &s3, &list, "s3://no-such-bucket/x/", None).await;
+    refused(&o, "-o s3://no-such-bucket/x: the bucket does not exist");
     drop(s3);
 
     let s3 = S3::start_checking_credentials();
-    let o = to_s3(&s, &s3, &list, "s3://bkt/x/", &[])
-        .output()
-        .await
-        .unwrap();
-    assert_exit(&o, 2);
-    let err = stderr(&o);
-    assert!(
-        err.contains("-o s3://bkt/x: the store did not accept the credentials"),
-        "{err}"
+    let o = run_s3(&s, &s3, &list, "s3://bkt/x/", None).await;
+    refused(
+        &o,
+        "-o s3://bkt/x: the store did not accept the credentials",
     );
     drop(s3);
 
     // A user who may list and read but not write.
-    let (s3, key, secret) = S3::start_with_user("bkt", &["s3:ListBucket", "s3:GetObject"]);
-    let o = to_s3(&s, &s3, &list, "s3://bkt/x/", &[])
-        .env("AWS_ACCESS_KEY_ID", &key)
-        .env("AWS_SECRET_ACCESS_KEY", &secret)
-        .output()
-        .await
-        .unwrap();
-    assert_exit(&o, 2);
-    let err = stderr(&o);
-    assert!(
-        err.contains("the credentials lack a permission haul needs: cannot write under the prefix (s3:PutObject)"),
-        "{err}"
+    let user = S3::start_with_user("bkt", &["s3:ListBucket", "s3:GetObject"]);
+    let o = run_s3(&s, &user.0, &list, "s3://bkt/x/", Some(&user)).await;
+    refused(
+        &o,
+        "the credentials lack a permission haul needs: cannot write under the prefix (s3:PutObject)",
     );
-    drop(s3);
+    drop(user);
     assert_eq!(
         origin.stats().requests,
         0,
         "a transfer began before the checks passed"
     );
     // The same user, allowed to write: the job runs.
-    let (s3, key, secret) =
-        S3::start_with_user("bkt", &["s3:ListBucket", "s3:PutObject", "s3:DeleteObject"]);
-    let o = to_s3(&s, &s3, &list, "s3://bkt/x/", &[])
-        .env("AWS_ACCESS_KEY_ID", &key)
-        .env("AWS_SECRET_ACCESS_KEY", &secret)
-        .output()
-        .await
-        .unwrap();
+    let user = S3::start_with_user("bkt", &["s3:ListBucket", "s3:PutObject", "s3:DeleteObject"]);
+    let o = run_s3(&s, &user.0, &list, "s3://bkt/x/", Some(&user)).await;
     assert_exit(&o, 0);
     assert_eq!(origin.stats().requests, 1);
-    drop(s3);
+    drop(user);
 
     // An unknown scheme is a usage error, and no folder of that name.
     let o = run(&["-i", list.to_str().unwrap(), "-o", "ftp://host/x"]).await;
-    assert_exit(&o, 2);
-    assert!(
-        stderr(&o).contains("-o ftp://host/x: not a place haul writes to"),
-        "{}",
-        stderr(&o)
-    );
+    refused(&o, "-o ftp://host/x: not a place haul writes to");
     origin.stop().await;
 }
 
