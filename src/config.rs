@@ -826,7 +826,10 @@ mod tests {
             c.clone().store_option("aws_region", "x"),
             Err(ConfigError::StoreOptionWithoutStore(_))
         ));
-        assert!(matches!(c.state_dir("s"), Err(ConfigError::StateDirWithoutStore)));
+        assert!(matches!(
+            c.state_dir("s"),
+            Err(ConfigError::StateDirWithoutStore)
+        ));
 
         let c = Config::new(vec![], "webdav://host/x");
         assert!(matches!(c.validate(), Err(ConfigError::OutputUrl(_))));
