@@ -844,6 +844,8 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
             p = sh.limits.acquire(&host) => p,
         });
         attempts += 1;
+        // Set by the attempt once a response head arrives.
+        target.latency = None;
         let result = match (&meta_url, &target.meta) {
             _ if is_page => sh
                 .fetcher
@@ -877,6 +879,15 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
             }) => {
                 out.throttled += 1;
                 Some((Signal::Overloaded, *retry_after))
+            }
+            // The server answered, then the body broke off: a fault of the
+            // path or of that connection, not a sign of load (a window cut
+            // for every random reset fell to 1 and made a faulty host's
+            // run 50 times longer).
+            Err(FetchError::Network(_) | FetchError::Truncated { .. })
+                if target.latency.is_some() =>
+            {
+                Some((Signal::Clean(target.latency.take()), None))
             }
             Err(
                 FetchError::Timeout(_)
