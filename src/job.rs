@@ -898,6 +898,9 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
             Err(_) => None,
         };
         if let Some((signal, retry_after)) = signal {
+            // A pause of the whole host is held to --max-retry-wait, as each
+            // item's wait is.
+            let retry_after = retry_after.map(|w| w.min(sh.backoff.max_retry_after));
             let moved = sh.limits.report(&host, signal, retry_after);
             if let (true, Some((before, after))) = (sh.verbose, moved) {
                 if before != after {

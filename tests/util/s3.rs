@@ -3,7 +3,9 @@
 //! and killed when the [`S3`] is dropped.
 //!
 //! The server is found as `$HAUL_MOTO_SERVER`, or `moto_server` on `PATH`;
-//! `.ci/run` installs it in a virtual environment and sets the variable.
+//! `.ci/run` installs moto 5.2.5 in a virtual environment and sets the
+//! variable (5.2.1 refuses the IAM user's signatures in
+//! [`S3::start_with_user`]).
 //! When it is missing the harness panics naming what to install: a test that
 //! needs it never passes without it.
 //!
