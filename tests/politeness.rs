@@ -228,7 +228,7 @@ async fn a_host_with_a_long_queue_does_not_hold_up_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bodies_that_break_off_after_the_answer_do_not_shrink_the_window() {
+async fn bodies_that_break_off_after_the_answer_are_not_read_as_overload() {
     // A third of the bodies break off halfway: the server answered each
     // request, so that is a fault of the path, not a sign of load.
     let origin = Origin::start(Config {
@@ -251,23 +251,24 @@ async fn bodies_that_break_off_after_the_answer_do_not_shrink_the_window() {
     }
     let err = crate::util::stderr(&o);
     // `-v` says each change of the window: "haul: HOST: N in flight at
-    // most (was M)".
-    let cuts: Vec<&str> = err
+    // most (was M)". The latency guard may give back one at a time on a
+    // busy machine; a reset read as overload cut it, reset after reset,
+    // down to 1.
+    let lowest = err
         .lines()
-        .filter(|l| {
-            let Some((head, was)) = l.split_once(" in flight at most (was ") else {
-                return false;
-            };
-            let after = head.rsplit(' ').next().and_then(|n| n.parse::<u32>().ok());
-            let before = was.trim_end_matches(')').parse::<u32>().ok();
-            after.zip(before).is_some_and(|(a, b)| a < b)
+        .filter_map(|l| {
+            let (head, _) = l.split_once(" in flight at most (was ")?;
+            head.rsplit(' ').next()?.parse::<u32>().ok()
         })
-        .collect();
+        .min();
     assert!(
         err.contains("in flight at most (was 16)"),
         "-v says the window's changes: {err}"
     );
-    assert!(cuts.is_empty(), "the window was cut: {cuts:?}");
+    assert!(
+        lowest.is_some_and(|n| n >= 8),
+        "the window fell to {lowest:?}"
+    );
     assert!(origin.stats().max_in_flight > 16, "{:?}", origin.stats());
     origin.stop().await;
 }
