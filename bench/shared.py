@@ -12,13 +12,23 @@ files/s and the ratio. Everything it starts it stops.
 
 Settings: SHARED_N (20000), SHARED_MS (50), SHARED_JOBS (64, -j per worker),
 SHARED_WORKERS (4).
+
+With SUBMIT_N set (e.g. 1000000) it measures a large job instead: submits
+SUBMIT_N items (64 B each from haul-origin, no latency) into a job and the same
+list again, then runs SHARED_WORKERS workers on the job for CLAIM_SECONDS (120;
+0: until the job is done), sampling each worker's RSS every RSS_EVERY seconds
+(10). PostgreSQL's own time per statement comes from pg_stat_statements (when
+the server has it: Debian's package does), reset before each step: per item
+submitted, and per item claimed and finished by the workers.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +43,9 @@ N = int(os.environ.get("SHARED_N", 20000))
 MS = int(os.environ.get("SHARED_MS", 50))
 JOBS = int(os.environ.get("SHARED_JOBS", 64))
 WORKERS = int(os.environ.get("SHARED_WORKERS", 4))
+SUBMIT_N = int(os.environ.get("SUBMIT_N", 0))
+CLAIM_SECONDS = float(os.environ.get("CLAIM_SECONDS", 120))
+RSS_EVERY = float(os.environ.get("RSS_EVERY", 10))
 
 
 def free_port() -> int:
@@ -61,6 +74,10 @@ class Postgres:
             check=True, stdout=subprocess.DEVNULL,
         )
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        # PostgreSQL's time per statement, where the server has the module.
+        self.stats = (self.bin.parent / "lib" / "pg_stat_statements.so").exists()
+        if self.stats:
+            opts += " -c shared_preload_libraries=pg_stat_statements"
         subprocess.run(
             as_postgres([str(self.bin / "pg_ctl"), "-D", str(data), "-o", opts,
                          "-l", str(self.dir / "log"), "-w", "start"]),
@@ -72,6 +89,46 @@ class Postgres:
             check=True,
         )
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/haul"
+        if self.stats:
+            self.sql("CREATE EXTENSION pg_stat_statements")
+
+    def sql(self, query: str) -> list[list[str]]:
+        out = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "haul",
+             "-q", "-A", "-t", "-F", "\t", "-c", query],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    def cpu_seconds(self) -> dict[int, float]:
+        """CPU time so far of each of the server's processes, by pid."""
+        ppid = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        tick = os.sysconf("SC_CLK_TCK")
+        cpu = {}
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                with open(stat) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == ppid:
+                cpu[int(stat.split("/")[2])] = (int(fields[11]) + int(fields[12])) / tick
+        return cpu
+
+    def reset_stats(self) -> None:
+        if self.stats:
+            self.sql("SELECT pg_stat_statements_reset()")
+
+    def statements(self) -> list[tuple[int, float, int, str]]:
+        """(calls, total ms, rows, query) since the last reset, most time first."""
+        if not self.stats:
+            return []
+        rows = self.sql(
+            "SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') "
+            "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'haul') "
+            "ORDER BY total_exec_time DESC"
+        )
+        return [(int(c), float(t), int(r), q) for c, t, r, q in rows]
 
     def stop(self) -> None:
         subprocess.run(
@@ -95,6 +152,104 @@ def run_workers(pg: Postgres, job: str, n: int, out: Path) -> float:
     return wall
 
 
+def status(pg: Postgres, job: str) -> dict:
+    out = subprocess.run([str(HAUL), "status", "--job", job, "--json"],
+                         env=dict(os.environ, HAUL_STATE=pg.url), check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def print_statements(pg: Postgres, per: int, what: str) -> None:
+    rows = pg.statements()
+    if not rows or not per:
+        return
+    total = sum(t for _, t, _, _ in rows)
+    print(f"\nPostgreSQL's time (pg_stat_statements), {total / 1000:.1f} s in all: "
+          f"{total * 1000 / per:.1f} us per {what}")
+    print("| calls | total s | us per " + what + " | rows | statement |")
+    print("|---|---|---|---|---|")
+    for calls, ms, nrows, query in rows[:8]:
+        print(f"| {calls:,} | {ms / 1000:.2f} | {ms * 1000 / per:.1f} | {nrows:,} | `{query[:70]}` |")
+
+
+def large(pg: Postgres, port: int, work: Path) -> None:
+    """SUBMIT_N: submit, submit again, then workers' claims for a while."""
+    env = dict(os.environ, HAUL_STATE=pg.url)
+    urls = work / "urls.txt"
+    with open(urls, "w") as f:
+        for i in range(SUBMIT_N):
+            f.write(f"http://127.0.0.1:{port}/f/{i}\n")
+    for step in ("submit", "submit again"):
+        pg.reset_stats()
+        load = os.getloadavg()[0]
+        t = time.monotonic()
+        subprocess.run([str(HAUL), "submit", "--job", "large", "-i", str(urls), "-q"], env=env, check=True)
+        wall = time.monotonic() - t
+        print(f"{step}: {SUBMIT_N:,} items in {wall:.2f} s ({SUBMIT_N / wall:,.0f} items/s; "
+              f"load average {load:.2f} before)")
+        print_statements(pg, SUBMIT_N, "item")
+        print()
+    st = status(pg, "large")
+    assert st["items"] == SUBMIT_N and st["pending"] == SUBMIT_N, st
+
+    pg.reset_stats()
+    out = work / "out"
+    cpu_before = pg.cpu_seconds()
+    start = time.monotonic()
+    procs = [
+        subprocess.Popen([str(HAUL), "worker", "--job", "large", "-o", str(out), "-j", str(JOBS), "-q"], env=env)
+        for _ in range(WORKERS)
+    ]
+    samples = []
+    while True:
+        time.sleep(RSS_EVERY)
+        elapsed = time.monotonic() - start
+        samples.append((elapsed, [rss_kib(p.pid) // 1024 for p in procs]))
+        if all(p.poll() is not None for p in procs) or (CLAIM_SECONDS and elapsed >= CLAIM_SECONDS):
+            break
+    # While the workers still run: their backends' time goes with them.
+    cpu = sum(t - cpu_before.get(pid, 0) for pid, t in pg.cpu_seconds().items())
+    done_then = status(pg, "large")
+    done_then = done_then["ok"] + done_then["failed"]
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    wall = time.monotonic() - start
+    st = status(pg, "large")
+    done = st["ok"] + st["failed"]
+    print(f"{WORKERS} workers -j {JOBS}: {done:,} items done in {wall:.1f} s "
+          f"({done / wall:,.0f} files/s), {st['pending']:,} pending")
+    print("\n| s | " + " | ".join(f"worker {i + 1} RSS MiB" for i in range(WORKERS)) + " |")
+    print("|---" * (WORKERS + 1) + "|")
+    for elapsed, rss in samples:
+        print(f"| {elapsed:.0f} | " + " | ".join(str(r) for r in rss) + " |")
+    print(f"\nPostgreSQL's CPU time (all its processes, /proc): {cpu:.1f} s for {done_then:,} items "
+          f"done, {cpu * 1e6 / max(done_then, 1):.0f} us per item")
+    rows = pg.statements()
+    claims = [r for r in rows if "SKIP LOCKED" in r[3] and "picked" in r[3]]
+    if claims:
+        calls, ms, claimed, _ = claims[0]
+        print(f"\nclaims: {calls:,} statements, {claimed:,} items claimed, "
+              f"{ms * 1000 / max(claimed, 1):.1f} us of PostgreSQL's time per item claimed")
+    print_statements(pg, done, "item done")
+
+
 def main() -> None:
     for b in (HAUL, ORIGIN):
         if not b.exists():
@@ -102,13 +257,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="haul-bench-shared-"))
     pg = Postgres()
     port = free_port()
+    origin_args = ["--size", "64"] if SUBMIT_N else ["--latency-ms", str(MS)]
     origin = subprocess.Popen(
-        [str(ORIGIN), "--port", str(port), "--latency-ms", str(MS)],
+        [str(ORIGIN), "--port", str(port)] + origin_args,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
         assert origin.stdout is not None
         origin.stdout.readline()
+        if SUBMIT_N:
+            large(pg, port, work)
+            return
         names = [f"s{i:06}.bin" for i in range(N)]
         paths = [f"/file/shared/{n}" for n in names]
         urls = work / "urls.txt"

@@ -28,6 +28,10 @@ use crate::store::{self, Finish, JobStore, State, StoreError};
 
 /// Items planned ahead of the dispatcher, at most.
 const AHEAD: usize = 256;
+/// Entries planned in one provisional batch (see
+/// [`JobStore::begin_provisional`]), at most: one insert statement and
+/// one commit each.
+const PROVISIONAL_BATCH: usize = 4096;
 /// Longest a download waits for its group sync. Syncs are by time only:
 /// a count-triggered sync every 4096 files forced writeback in the middle of
 /// short jobs and cost a quarter of their wall time on 2 cores (10,000 ×
@@ -357,6 +361,21 @@ impl Ledger {
                     }
                 }
                 entry = entries.recv(), if input_open && ahead.len() < AHEAD => match entry {
+                    // A store that answers in batches (PostgreSQL) gets the
+                    // input a batch at a time; otherwise `begin_provisional`
+                    // began an ordinary batch, for the next arm. A crawl's
+                    // start pages set its scope as they are planned, and
+                    // are few.
+                    Some(entry) if self.crawl.is_none() && self.store.begin_provisional()? => {
+                        let mut batch = vec![entry];
+                        while batch.len() < PROVISIONAL_BATCH {
+                            match entries.try_recv() {
+                                Ok(entry) => batch.push(entry),
+                                Err(_) => break,
+                            }
+                        }
+                        self.plan_provisionally(batch, &mut ahead)?;
+                    }
                     Some(entry) => {
                         self.plan(entry, &mut ahead)?;
                         while ahead.len() < AHEAD {
@@ -417,7 +436,56 @@ impl Ledger {
             }
         }
         let n = self.progress.seen.load(Relaxed) + 1;
-        match self.planner.plan(&*self.store, entry, n)? {
+        let planned = self.planner.plan(&*self.store, entry, n)?;
+        self.take(planned, discovered, ahead)
+    }
+
+    /// Plans `entries` in a provisional batch of the store, begun, and
+    /// again while the store finds its answers were wrong (in an ordinary
+    /// batch once it stops trusting them); nothing planned is counted,
+    /// reported or queued before the batch is committed.
+    fn plan_provisionally(
+        &mut self,
+        entries: Vec<Entry>,
+        ahead: &mut VecDeque<Item>,
+    ) -> Result<(), LedgerError> {
+        loop {
+            let mut planned = Vec::with_capacity(entries.len());
+            let mut n = self.progress.seen.load(Relaxed);
+            for entry in &entries {
+                let discovered = entry.discovered;
+                let p = self.planner.plan(&*self.store, entry.clone(), n + 1)?;
+                if !(discovered && matches!(&p, Planned::Settled(o) if o.duplicate)) {
+                    n += 1;
+                }
+                planned.push((p, discovered));
+            }
+            if self.store.commit_provisional()? {
+                // What the outcomes write (a bad name's failure) goes in
+                // an ordinary batch.
+                self.store.begin()?;
+                for (p, discovered) in planned {
+                    self.take(p, discovered, ahead)?;
+                }
+                return Ok(());
+            }
+            if !self.store.begin_provisional()? {
+                for entry in entries {
+                    self.plan(entry, ahead)?;
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// Acts on what the plan decided for an entry; `false` as [`Self::plan`].
+    fn take(
+        &mut self,
+        planned: Planned,
+        discovered: bool,
+        ahead: &mut VecDeque<Item>,
+    ) -> Result<bool, LedgerError> {
+        match planned {
             Planned::Settled(o) if discovered && o.duplicate => return Ok(false),
             Planned::Fetch(item) => {
                 if matches!(item.kind, crate::source::Kind::Page { .. }) {

@@ -305,3 +305,200 @@ async fn a_worker_carries_on_when_postgres_restarts_under_it() {
     );
     origin.stop().await;
 }
+
+/// The job's items in planning order, as `haul status --report` lists them:
+/// URL and path.
+fn items(pg: &Pg, job: &str, s: &Scratch) -> Vec<(String, String)> {
+    let report = s.path(&format!("{job}-items.jsonl"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_haul"))
+        .args(["status", "--job", job, "--report"])
+        .arg(&report)
+        .env("HAUL_STATE", pg.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read(&report)
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            (
+                v["url"].as_str().unwrap().to_string(),
+                v["path"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What planning item by item makes of `lists`, submitted one after the
+/// other into one job: each URL new to the job, in input order, gets the
+/// first free of `n.bin`, `n-1.bin`, `n-2.bin`…
+fn named_one_by_one(lists: &[&[String]]) -> Vec<(String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut taken = std::collections::HashSet::new();
+    let mut items = Vec::new();
+    for url in lists.iter().flat_map(|l| l.iter()) {
+        if !seen.insert(url.clone()) {
+            continue;
+        }
+        let name = url.rsplit('/').next().unwrap();
+        let (stem, ext) = name.rsplit_once('.').unwrap();
+        let path = (0..)
+            .map(|k| match k {
+                0 => name.to_string(),
+                k => format!("{stem}-{k}.{ext}"),
+            })
+            .find(|p| !taken.contains(p))
+            .unwrap();
+        taken.insert(path.clone());
+        items.push((url.clone(), path));
+    }
+    items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_names_collide_across_batches_as_item_by_item() {
+    let pg = Pg::start();
+    let s = Scratch::new();
+    // More lines than a batch (4096) holds: every name is wanted six times,
+    // a few URLs come back thousands of lines later, and a second list
+    // wants the names the first took: six deep (its batch is planned again
+    // with what the store learned, one name deeper each time), and for
+    // `deep.bin` ten deep (too many times: then item by item).
+    let url = |dir: &str, i: usize| format!("http://127.0.0.1:9/{dir}{i}/n{}.bin", i % 1500);
+    let deep = |dir: &str, i: usize| format!("http://127.0.0.1:9/{dir}{i}/deep.bin");
+    let mut first: Vec<String> = (0..9000)
+        .map(|i| {
+            if i >= 4500 && i % 1000 == 0 {
+                url("d", i - 4500)
+            } else {
+                url("d", i)
+            }
+        })
+        .collect();
+    first.extend((0..10).map(|i| deep("d", i)));
+    let mut second: Vec<String> = (0..200).map(|i| url("e", i)).collect();
+    second.extend([url("d", 7), url("d", 8999)]);
+    second.push(deep("e", 0));
+    let (a, b) = (s.list("a.txt", &first), s.list("b.txt", &second));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+
+    let o = shared(&pg, &["submit", "--job", "names", "-i", a, "-q"]).await;
+    assert_exit(&o, 0);
+    let want = named_one_by_one(&[&first]);
+    assert_eq!(items(&pg, "names", &s), want);
+    let again = shared(&pg, &["submit", "--job", "names", "-i", a, "-q"]).await;
+    assert_exit(&again, 0);
+    assert_eq!(
+        items(&pg, "names", &s),
+        want,
+        "submitting twice adds nothing"
+    );
+    let o = shared(&pg, &["submit", "--job", "names", "-i", b, "-q"]).await;
+    assert_exit(&o, 0);
+    assert_eq!(
+        items(&pg, "names", &s),
+        named_one_by_one(&[&first, &second])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_submits_at_once_get_distinct_names_and_a_restart_loses_nothing() {
+    let mut pg = Pg::start();
+    let s = Scratch::new();
+    // Two lists that want the same names, into one job at the same time:
+    // each one's batches collide with the other's.
+    let lists: Vec<Vec<String>> = ["x", "y"]
+        .iter()
+        .map(|dir| {
+            (0..12000)
+                .map(|i| format!("http://127.0.0.1:9/{dir}{i}/n{}.bin", i % 3000))
+                .collect()
+        })
+        .collect();
+    let paths: Vec<_> = lists
+        .iter()
+        .enumerate()
+        .map(|(i, l)| s.list(&format!("{i}.txt"), l))
+        .collect();
+    let submit = |list: &std::path::Path| {
+        let mut cmd = haul(&[
+            "submit",
+            "--job",
+            "both",
+            "-q",
+            "-i",
+            list.to_str().unwrap(),
+        ]);
+        cmd.env("HAUL_STATE", pg.url());
+        cmd.spawn().unwrap()
+    };
+    let submits: Vec<_> = paths.iter().map(|p| submit(p)).collect();
+    for c in submits {
+        assert_exit(&c.wait_with_output().await.unwrap(), 0);
+    }
+    let mut got = items(&pg, "both", &s);
+    check_distinct(&got, &lists);
+
+    // PostgreSQL dies under a submit and comes back: the batch it lost is
+    // written again, whole, once. Its names collide across its own batches.
+    let more: Vec<String> = (0..60000)
+        .map(|i| format!("http://127.0.0.1:9/z{i}/m{}.bin", i % 3000))
+        .collect();
+    let list = s.list("more.txt", &more);
+    let mut child = submit(&list);
+    crate::util::wait_until("the submit has written a batch", || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_haul"))
+            .args(["status", "--job", "both", "--json"])
+            .env("HAUL_STATE", pg.url())
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|st| st["items"].as_u64().unwrap_or(0) > 24000)
+    })
+    .await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the submit was still running when PostgreSQL died"
+    );
+    pg.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pg.start_again();
+    assert_exit(&child.wait_with_output().await.unwrap(), 0);
+    got = items(&pg, "both", &s);
+    let after: Vec<_> = got.split_off(24000);
+    check_distinct(&got, &lists);
+    assert_eq!(after, named_one_by_one(&[&more]));
+}
+
+/// Each URL of `lists` is an item once, named after its own name, no two
+/// items share a path, and the names of each stem are `n.bin`, `n-1.bin`…
+/// with none left out: whichever of two submits got a name first, each
+/// took the first free one.
+fn check_distinct(items: &[(String, String)], lists: &[Vec<String>]) {
+    let urls: std::collections::HashSet<&str> = items.iter().map(|(u, _)| u.as_str()).collect();
+    let want: std::collections::HashSet<&str> =
+        lists.iter().flatten().map(String::as_str).collect();
+    assert_eq!(urls.len(), items.len(), "a URL is one item");
+    assert_eq!(urls, want);
+    let paths: std::collections::HashSet<&str> = items.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(paths.len(), items.len(), "a path is one item's");
+    let mut by_stem: std::collections::HashMap<&str, Vec<u64>> = Default::default();
+    for (url, path) in items {
+        let stem = url.rsplit('/').next().unwrap().trim_end_matches(".bin");
+        let n = match path.trim_end_matches(".bin").strip_prefix(stem) {
+            Some("") => 0,
+            Some(n) => n.trim_start_matches('-').parse().unwrap(),
+            None => panic!("{url} named {path}"),
+        };
+        by_stem.entry(stem).or_default().push(n);
+    }
+    for (stem, mut ns) in by_stem {
+        ns.sort_unstable();
+        assert_eq!(ns, (0..ns.len() as u64).collect::<Vec<_>>(), "{stem}");
+    }
+}

@@ -9,6 +9,11 @@
 //! - writes come in batches ([`JobStore::begin`]/[`JobStore::commit`]), one
 //!   transaction each, so a network round trip is paid per batch, not per
 //!   item;
+//! - planning input, whose every insert the planner waits on, may come in
+//!   provisional batches ([`JobStore::begin_provisional`]): the store
+//!   answers from what it has seen and checks at the commit, and the
+//!   caller plans the batch again when an answer was wrong; a store that
+//!   answers at once (SQLite, on this machine's disk) has none;
 //! - each write is a single-row statement keyed by that id (started,
 //!   finished, synced), which a shared database takes without locks held
 //!   across items;
@@ -77,6 +82,28 @@ pub trait JobStore: Send {
     fn begin(&mut self) -> Result<(), StoreError>;
     /// Commits the open batch, if any.
     fn commit(&mut self) -> Result<(), StoreError>;
+    /// Starts a provisional batch, if the store keeps them: its writes
+    /// wait for [`JobStore::commit_provisional`], and its questions (is
+    /// this URL known, is this path taken) are answered from what the
+    /// store has seen, taking free what it has not. `false`: an ordinary
+    /// batch was begun instead, whose answers are final.
+    ///
+    /// Only planning goes in one: nothing planned may be acted on before
+    /// the commit says the answers held.
+    fn begin_provisional(&mut self) -> Result<bool, StoreError> {
+        self.begin()?;
+        Ok(false)
+    }
+    /// Commits the provisional batch: `true` when its answers held.
+    /// `false` when one did not (a URL or a path it took free had a row,
+    /// another process's or one it had not seen): nothing of the batch is
+    /// recorded, the store has learned what it missed, and the batch must
+    /// be planned again from [`JobStore::begin_provisional`]. An ordinary
+    /// batch is committed as by [`JobStore::commit`].
+    fn commit_provisional(&mut self) -> Result<bool, StoreError> {
+        self.commit()?;
+        Ok(true)
+    }
     /// The item of `url` as a page or as a file, if it was ever planned.
     fn lookup(&self, url: &str, page: bool) -> Result<Option<Row>, StoreError>;
     /// The row placing file `url` in the folder of `page` too.

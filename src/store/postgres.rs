@@ -18,7 +18,25 @@
 //! (PostgreSQL aborts a transaction on the first error): an insert that
 //! may collide is `ON CONFLICT DO NOTHING`, and the collision is looked up
 //! after.
+//!
+//! Input is planned in provisional batches ([`Provisional`]): item by
+//! item, a round trip per item held `haul submit` to ~3,000 items/s,
+//! whatever the batch size, since the planner waits for each insert's
+//! answer (its id, or which key collided) before naming the next item.
+//! Instead the store answers from what it knows (the batch's own items,
+//! the paths this run wrote or learned, the rows a failed attempt looked
+//! up), takes ids from a block reserved from the items' sequence, and at
+//! the commit writes the batch with one `COPY`. A row the store did not
+//! know of (another writer's, or an earlier run's) makes the copy fail:
+//! the batch is rolled back, the store looks up every URL and path the
+//! batch asked about, and the ledger plans the batch again with that
+//! knowledge; after [`PROVISIONAL_ATTEMPTS`] it plans it item by item, as
+//! before. Either way names come out exactly as item by item, and a batch
+//! is written whole or not at all: one lost with the connection is
+//! written again with the same ids, unless its first id shows it landed.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -167,6 +185,31 @@ struct Conn {
     tx: Option<mpsc::Sender<Call>>,
     thread: Option<std::thread::JoinHandle<()>>,
     at: String,
+    /// A provisional batch's `COPY`, open on the connection's thread.
+    copy: std::sync::Mutex<Option<Copy>>,
+}
+
+/// A `COPY` of new items that the connection's thread writes as they are
+/// planned: PostgreSQL inserts one batch's items while the planner names
+/// them, rather than after (a million items: 20.3 and 21.1 s, against 29.6
+/// and 30.9 s written at each batch's commit, on 2 cores). It holds the
+/// connection: any other call gives it up first, and the batch is then
+/// written at its commit.
+struct Copy {
+    rows: mpsc::Sender<CopyRow>,
+    done: mpsc::Receiver<Result<bool, postgres::Error>>,
+    /// Items not yet handed over: they go [`COPY_CHUNK`] at a time.
+    chunk: Vec<NewItem>,
+}
+
+/// Items handed to the connection's thread at a time: one at a time, the
+/// wake-ups cost more than the overlap saved.
+const COPY_CHUNK: usize = 256;
+
+enum CopyRow {
+    Items(Vec<NewItem>),
+    /// The last: mark these items seen and commit.
+    Commit(Vec<i64>),
 }
 
 impl Conn {
@@ -223,6 +266,7 @@ impl Conn {
             tx: Some(tx),
             thread: Some(thread),
             at,
+            copy: Default::default(),
         })
     }
 
@@ -244,6 +288,7 @@ impl Conn {
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.end_copy(None);
         let (rtx, rrx) = mpsc::sync_channel(1);
         let gone = || StoreError::Postgres {
             at: self.at.clone(),
@@ -269,6 +314,7 @@ impl Conn {
         convert: fn(&postgres::Row) -> T,
         f: &mut dyn FnMut(T) -> bool,
     ) -> Result<(), StoreError> {
+        self.end_copy(None);
         let (rtx, rrx) = mpsc::sync_channel::<Result<T, postgres::Error>>(256);
         let gone = || StoreError::Postgres {
             at: self.at.clone(),
@@ -319,8 +365,169 @@ impl Conn {
     }
 }
 
+impl Conn {
+    fn copy_slot(&self) -> std::sync::MutexGuard<'_, Option<Copy>> {
+        // A panic while it was held left nothing half-done in it.
+        self.copy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens a `COPY` of job `job`'s new items for run `run`, in a
+    /// transaction holding the job's write lock; [`Conn::copy_item`] feeds
+    /// it, [`Conn::end_copy`] commits or drops it.
+    fn begin_copy(&self, job: i64, run: i64) -> Result<(), StoreError> {
+        self.end_copy(None);
+        let (rows, rx) = mpsc::channel::<CopyRow>();
+        let (dtx, done) = mpsc::sync_channel(1);
+        let copy = move |c: &mut Client| -> Result<bool, postgres::Error> {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(WRITE_LOCK ^ job)])?;
+            let mut w = copy_writer(&mut tx)?;
+            let now = now();
+            loop {
+                match rx.recv() {
+                    Ok(CopyRow::Items(items)) => {
+                        for n in &items {
+                            copy_item(&mut w, n, job, run, now)?;
+                        }
+                    }
+                    Ok(CopyRow::Commit(seen)) => {
+                        w.finish()?;
+                        mark_seen(&mut tx, run, &seen)?;
+                        tx.commit()?;
+                        return Ok(true);
+                    }
+                    // Given up: the copy is aborted, the transaction rolled
+                    // back, as they are dropped.
+                    Err(_) => return Ok(false),
+                }
+            }
+        };
+        self.tx
+            .as_ref()
+            .ok_or_else(|| StoreError::Postgres {
+                at: self.at.clone(),
+                message: "the connection is closed".into(),
+            })?
+            .send(Box::new(move |c| {
+                let _ = dtx.send(match copy(c) {
+                    Err(e) if collided(&e) => Ok(false),
+                    other => other,
+                });
+            }))
+            .map_err(|_| StoreError::Postgres {
+                at: self.at.clone(),
+                message: "the connection is closed".into(),
+            })?;
+        *self.copy_slot() = Some(Copy {
+            rows,
+            done,
+            chunk: Vec::with_capacity(COPY_CHUNK),
+        });
+        Ok(())
+    }
+
+    /// Hands a new item to the open `COPY`, if any. After a collision the
+    /// copy has stopped reading: the commit tells.
+    fn copy_item(&self, n: &NewItem) {
+        if let Some(copy) = &mut *self.copy_slot() {
+            copy.chunk.push(n.clone());
+            if copy.chunk.len() >= COPY_CHUNK {
+                let chunk = std::mem::replace(&mut copy.chunk, Vec::with_capacity(COPY_CHUNK));
+                let _ = copy.rows.send(CopyRow::Items(chunk));
+            }
+        }
+    }
+
+    /// Ends the open `COPY`: commits it, marking `seen` items seen, or
+    /// with `None` drops it. `None` when none was open; else whether it
+    /// was written (`false`: it collided, or was dropped).
+    fn end_copy(&self, seen: Option<Vec<i64>>) -> Option<Result<bool, StoreError>> {
+        let copy = self.copy_slot().take()?;
+        if let Some(seen) = seen {
+            let _ = copy.rows.send(CopyRow::Items(copy.chunk));
+            let _ = copy.rows.send(CopyRow::Commit(seen));
+        }
+        drop(copy.rows);
+        Some(match copy.done.recv() {
+            Ok(r) => r.map_err(|e| self.error(&e)),
+            Err(_) => Err(StoreError::Postgres {
+                at: self.at.clone(),
+                message: "the connection is closed".into(),
+            }),
+        })
+    }
+}
+
+/// The `COPY` of new items into `tx`.
+fn copy_writer<'a>(
+    tx: &'a mut postgres::Transaction<'_>,
+) -> Result<postgres::binary_copy::BinaryCopyInWriter<'a>, postgres::Error> {
+    use postgres::types::Type;
+    let sink = tx.copy_in(
+        "COPY items (id, job, url, input, line, path, state, seen_run, kind, depth,
+                     page_id, created_at, updated_at) FROM STDIN BINARY",
+    )?;
+    Ok(postgres::binary_copy::BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT4,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+        ],
+    ))
+}
+
+fn copy_item(
+    w: &mut postgres::binary_copy::BinaryCopyInWriter<'_>,
+    n: &NewItem,
+    job: i64,
+    run: i64,
+    now: i64,
+) -> Result<(), postgres::Error> {
+    w.write(&[
+        &n.id,
+        &job,
+        &n.url,
+        &n.input,
+        &n.line,
+        &n.path,
+        &"pending",
+        &run,
+        &PgStore::kind(n.page),
+        &n.depth,
+        &n.page_id,
+        &now,
+        &now,
+    ])
+}
+
+fn mark_seen(
+    tx: &mut postgres::Transaction<'_>,
+    run: i64,
+    seen: &[i64],
+) -> Result<(), postgres::Error> {
+    if !seen.is_empty() {
+        tx.execute(
+            "UPDATE items SET seen_run = $1 WHERE id = ANY($2)",
+            &[&run, &seen],
+        )?;
+    }
+    Ok(())
+}
+
 impl Drop for Conn {
     fn drop(&mut self) {
+        self.copy_slot().take();
         self.tx.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -398,6 +605,208 @@ fn record(r: &postgres::Row) -> ItemRecord {
 /// one was lost before the batch was committed.
 type Replay = Box<dyn Fn(&Conn) -> Result<(), StoreError> + Send>;
 
+/// Failed attempts at a provisional batch before it is planned in an
+/// ordinary one. Each attempt learns what its batch collided with, so a
+/// list whose names another took up to `-6` needs seven; item by item,
+/// each name tried costs a round trip instead.
+const PROVISIONAL_ATTEMPTS: u32 = 8;
+
+/// Serializes the writing of provisional batches into one job (this,
+/// with the job's id in its low bits): two batches that both wanted a path
+/// would otherwise each wait for the other's transaction, until PostgreSQL
+/// ended one of them after a second (`deadlock_timeout`).
+const WRITE_LOCK: i64 = 0x6861_756c_5f77_7200; // "haul_wr\0"
+
+/// Items a run writes before it has the items' table analyzed, and again
+/// each time it has written four times as many. Until a table has been
+/// analyzed once, PostgreSQL plans a look-up of 4,096 URLs (the learning
+/// after a collision, in a list submitted again) as a scan of the job: 290
+/// ms instead of 40 in a job of a million, while autovacuum had not come by
+/// (nor does it for a table that grows quickly enough). Workers' claims and
+/// `haul status` gain too.
+const ANALYZE_AFTER: u64 = 1 << 16;
+
+/// Ids reserved from the items' sequence at a time: about a batch's worth,
+/// so that reserving costs a round trip per batch.
+const RESERVE_IDS: i32 = 4096;
+
+/// An item a provisional batch inserts when it commits.
+#[derive(Clone)]
+struct NewItem {
+    id: i64,
+    url: String,
+    input: String,
+    line: i64,
+    path: Option<String>,
+    page: bool,
+    depth: i32,
+    page_id: Option<i64>,
+}
+
+/// A provisional batch (see the module documentation): its writes, held
+/// until its commit, and what answers its questions meanwhile.
+#[derive(Default)]
+struct Provisional {
+    open: bool,
+    /// The batch asked for a write it does not hold back (a name set, a
+    /// file marked done, a placement): it is planned again, item by item.
+    spoiled: bool,
+    /// New items, in planning order.
+    new: Vec<NewItem>,
+    /// Of those, by URL and kind (`true`: a page), and the paths they take.
+    new_urls: HashMap<(String, bool), usize>,
+    new_paths: HashSet<String>,
+    /// Known items this run's input holds too.
+    seen: HashSet<i64>,
+    /// What a failed attempt learned of the job's items, by URL and kind
+    /// (placed nowhere else).
+    known: HashMap<(String, bool), Row>,
+    /// Paths taken, as far as this run knows: written or learned.
+    taken: Taken,
+    /// URLs and paths answered free without a new item taking them: with
+    /// the new items', what a failed attempt looks up.
+    asked_urls: HashSet<String>,
+    asked_paths: HashSet<String>,
+    /// Ids reserved from the items' sequence, lowest first. A failed
+    /// attempt gives its ids back, so items keep their planning order.
+    ids: VecDeque<i64>,
+    /// Failed attempts in a row.
+    failed: u32,
+    /// Items this run wrote, and how many it had when it last had the
+    /// table analyzed.
+    wrote: u64,
+    analyzed: u64,
+}
+
+/// Paths known taken in a job, for the rest of a run: not forgotten after
+/// each batch, since a name that many URLs of a list want (`image.jpg`)
+/// would make every batch after the first collide with the ones before,
+/// and learn their names again, one `-N` per attempt. Kept as 128-bit
+/// hashes (two SipHash keys): a million cost ~35 MB, against ~70 MB as
+/// strings, and two paths that share a hash are as good as impossible.
+#[derive(Default)]
+struct Taken {
+    keys: HashSet<u128>,
+    hash: (std::hash::RandomState, std::hash::RandomState),
+}
+
+impl Taken {
+    fn key(&self, path: &str) -> u128 {
+        use std::hash::BuildHasher;
+        (u128::from(self.hash.0.hash_one(path)) << 64) | u128::from(self.hash.1.hash_one(path))
+    }
+
+    fn contains(&self, path: &str) -> bool {
+        self.keys.contains(&self.key(path))
+    }
+
+    fn insert(&mut self, path: &str) {
+        let key = self.key(path);
+        self.keys.insert(key);
+    }
+}
+
+impl Provisional {
+    /// Ends the attempt, written: its paths are remembered, the rows it
+    /// learned forgotten.
+    fn written(&mut self) {
+        self.open = false;
+        self.wrote += self.new.len() as u64;
+        for n in self.new.drain(..) {
+            if let Some(path) = &n.path {
+                self.taken.insert(path);
+            }
+        }
+        self.new_urls.clear();
+        self.new_paths.clear();
+        self.seen.clear();
+        self.asked_urls.clear();
+        self.asked_paths.clear();
+        self.known.clear();
+        self.failed = 0;
+    }
+
+    /// Ends the attempt: its ids back to the front of the reserve, its
+    /// keys (every one it asked about) returned for a look-up.
+    fn undo(&mut self) -> (Vec<String>, Vec<String>) {
+        self.open = false;
+        let mut urls: Vec<String> = self.asked_urls.drain().collect();
+        let mut paths: Vec<String> = self.asked_paths.drain().collect();
+        for n in self.new.drain(..).rev() {
+            self.ids.push_front(n.id);
+            urls.push(n.url);
+            paths.extend(n.path);
+        }
+        self.new_urls.clear();
+        self.new_paths.clear();
+        self.seen.clear();
+        (urls, paths)
+    }
+}
+
+/// A provisional batch's writes, for the connection's thread.
+struct BatchWrite {
+    job: i64,
+    run: i64,
+    new: Vec<NewItem>,
+    seen: Vec<i64>,
+}
+
+/// Whether `e` says that a batch collided with rows of another writer's,
+/// committed or not (where each waited for the other, PostgreSQL ends one
+/// of them): the batch is rolled back, to be planned again.
+fn collided(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.code()
+        .is_some_and(|c| [SqlState::UNIQUE_VIOLATION, SqlState::T_R_DEADLOCK_DETECTED].contains(c))
+}
+
+impl BatchWrite {
+    fn new(p: &Provisional, job: i64, run: i64) -> BatchWrite {
+        let mut seen: Vec<i64> = p.seen.iter().copied().collect();
+        seen.sort_unstable();
+        BatchWrite {
+            job,
+            run,
+            new: p.new.clone(),
+            seen,
+        }
+    }
+
+    /// Writes it in one transaction; `false`, with nothing written, when
+    /// it collided.
+    fn write(&self, c: &mut Client) -> Result<bool, postgres::Error> {
+        match self.try_write(c) {
+            // The transaction was rolled back as it was dropped.
+            Err(e) if collided(&e) => Ok(false),
+            other => other.map(|()| true),
+        }
+    }
+
+    /// The new items go in by `COPY`: against one `INSERT … SELECT FROM
+    /// unnest(…) ON CONFLICT DO NOTHING`, it took the same time to write
+    /// (PostgreSQL's time is the items' five indexes), and it stops at the
+    /// first collision, where the insert went through the whole batch: a
+    /// list submitted again collides on every item.
+    fn try_write(&self, c: &mut Client) -> Result<(), postgres::Error> {
+        let mut tx = c.transaction()?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&(WRITE_LOCK ^ self.job)],
+        )?;
+        if !self.new.is_empty() {
+            let mut w = copy_writer(&mut tx)?;
+            let now = now();
+            for n in &self.new {
+                copy_item(&mut w, n, self.job, self.run, now)?;
+            }
+            w.finish()?;
+        }
+        mark_seen(&mut tx, self.run, &self.seen)?;
+        tx.commit()
+    }
+}
+
 /// A job's state in PostgreSQL. See the module documentation.
 pub struct PgStore {
     conn: Conn,
@@ -408,7 +817,12 @@ pub struct PgStore {
     /// batch's transaction; it is begun again on the next connection and
     /// these done again, so the ledger, which went on believing them
     /// done, is right. Inserts are replayed with the ids they got.
-    log: std::cell::RefCell<Vec<Replay>>,
+    log: RefCell<Vec<Replay>>,
+    /// Whether input is planned in provisional batches: not by a worker,
+    /// whose items come with their rows and insert nothing.
+    provisional: bool,
+    /// The open provisional batch, what was learned for it, reserved ids.
+    prov: RefCell<Provisional>,
 }
 
 impl PgStore {
@@ -426,6 +840,7 @@ impl PgStore {
             )
             .map(|r| r.get::<_, i64>(0))
         })?;
+        let provisional = worker.is_none();
         let worker = worker.map(str::to_string);
         let run = conn.call(move |c| {
             c.query_one(
@@ -441,6 +856,8 @@ impl PgStore {
             run,
             in_tx: false,
             log: Default::default(),
+            provisional,
+            prov: Default::default(),
         })
     }
 
@@ -453,6 +870,8 @@ impl PgStore {
             run: 0,
             in_tx: false,
             log: Default::default(),
+            provisional: false,
+            prov: Default::default(),
         })
     }
 
@@ -525,6 +944,9 @@ impl PgStore {
     }
 
     fn exec(&self, sql: &'static str, params: Params) -> Result<u64, StoreError> {
+        if self.spoil() {
+            return Ok(0);
+        }
         let params = std::sync::Arc::new(params);
         let run = move |conn: &Conn| {
             let params = params.clone();
@@ -583,6 +1005,158 @@ impl PgStore {
             }));
         }
         Ok(id)
+    }
+
+    /// Whether a provisional batch is open.
+    fn holding(&self) -> bool {
+        self.prov.borrow().open
+    }
+
+    /// A write a provisional batch does not hold back: the batch is
+    /// planned again, item by item. `true` when one was open.
+    fn spoil(&self) -> bool {
+        let mut p = self.prov.borrow_mut();
+        p.spoiled |= p.open;
+        if p.open {
+            self.conn.end_copy(None);
+        }
+        p.open
+    }
+
+    /// The next id reserved from the items' sequence.
+    fn next_id(&self, p: &mut Provisional) -> Result<i64, StoreError> {
+        if p.ids.is_empty() {
+            p.ids.extend(self.reserve()?);
+        }
+        p.ids.pop_front().ok_or_else(|| StoreError::Postgres {
+            at: self.conn.at.clone(),
+            message: "the items' sequence gave no ids".into(),
+        })
+    }
+
+    /// A block of ids from the items' sequence, lowest first.
+    ///
+    /// It is committed with a transaction id of its own, which makes
+    /// PostgreSQL flush it to disk: a sequence's advance is otherwise
+    /// flushed only with a later commit, and a server that crashed before
+    /// one handed the same ids out again after its restart (the restart
+    /// test caught the store colliding with its own rows).
+    fn reserve(&self) -> Result<Vec<i64>, StoreError> {
+        let mut ids = self.retry(|| {
+            self.conn.call(|c| {
+                let mut tx = c.transaction()?;
+                let ids = tx
+                    .query(
+                        // The sequence looked up once (MATERIALIZED), not
+                        // per id, where it cost ten times the ids.
+                        "WITH s AS MATERIALIZED (
+                             SELECT pg_get_serial_sequence('items', 'id')::REGCLASS AS id
+                         )
+                         SELECT nextval(s.id) FROM s, generate_series(1, $1)",
+                        &[&RESERVE_IDS],
+                    )?
+                    .iter()
+                    .map(|r| r.get::<_, i64>(0))
+                    .collect::<Vec<_>>();
+                tx.execute("SELECT txid_current()", &[])?;
+                tx.commit()?;
+                Ok(ids)
+            })
+        })?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The row a new item of the open provisional batch will have.
+    fn new_row(&self, n: &NewItem) -> Row {
+        Row {
+            id: n.id,
+            state: State::Pending,
+            path: n.path.clone(),
+            bytes: 0,
+            sha256: None,
+            etag: None,
+            last_modified: None,
+            total: None,
+            permanent: false,
+            error: None,
+            reason: None,
+            http_status: None,
+            attempts: 0,
+            seen_run: self.run,
+            is_page: n.page,
+            page_id: n.page_id,
+        }
+    }
+
+    /// Writes the provisional batch; `false` when it collided and nothing
+    /// was written. A connection lost on the way leaves the batch written
+    /// whole or not at all ([`PgStore::landed`] tells which), and a batch
+    /// not written is written again, with the same ids.
+    fn write_provisional(&self) -> Result<bool, StoreError> {
+        let batch = {
+            let p = self.prov.borrow();
+            if p.new.is_empty() && p.seen.is_empty() {
+                return Ok(true);
+            }
+            std::sync::Arc::new(BatchWrite::new(&p, self.job, self.run))
+        };
+        let mut tries = 0;
+        loop {
+            let b = batch.clone();
+            match self.conn.call(move |c| b.write(c)) {
+                Err(StoreError::PostgresLost { .. }) if tries < 3 => {
+                    tries += 1;
+                    if self.landed()? {
+                        return Ok(true);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// After the connection was lost under the provisional batch's commit:
+    /// whether it was committed, as its first new item's row says (the
+    /// ids are this store's alone). A batch with none only marked items
+    /// seen, which doing again does no harm.
+    fn landed(&self) -> Result<bool, StoreError> {
+        let Some(id) = self.prov.borrow().new.first().map(|n| n.id) else {
+            return Ok(false);
+        };
+        self.retry(|| {
+            self.conn.call(move |c| {
+                c.query_opt("SELECT 1 FROM items WHERE id = $1", &[&id])
+                    .map(|r| r.is_some())
+            })
+        })
+    }
+
+    /// After a failed attempt: every row of the job under one of `urls`
+    /// or at one of `paths`, for the next attempt to answer from.
+    fn learn(&self, urls: Vec<String>, paths: Vec<String>) -> Result<(), StoreError> {
+        let (urls, paths) = (std::sync::Arc::new(urls), std::sync::Arc::new(paths));
+        let job = self.job;
+        let rows = self.retry(|| {
+            let (urls, paths) = (urls.clone(), paths.clone());
+            self.conn.call(move |c| {
+                c.query(learn_sql(), &[&job, &*urls, &*paths]).map(|rows| {
+                    rows.iter()
+                        .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1), row_at(r, 2)))
+                        .collect::<Vec<_>>()
+                })
+            })
+        })?;
+        let mut p = self.prov.borrow_mut();
+        for (url, unplaced, row) in rows {
+            if let Some(path) = &row.path {
+                p.taken.insert(path);
+            }
+            if unplaced {
+                p.known.insert((url, row.is_page), row);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -644,7 +1218,7 @@ impl super::JobStore for PgStore {
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
-        if !self.in_tx {
+        if !self.in_tx && !self.prov.get_mut().open {
             self.log.get_mut().clear();
             self.retry(|| self.conn.call(|c| c.batch_execute("BEGIN")))?;
             self.in_tx = true;
@@ -653,6 +1227,13 @@ impl super::JobStore for PgStore {
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
+        let p = self.prov.get_mut();
+        if p.open {
+            // Only a planning that failed leaves one open: what it planned
+            // was never acted on, so nothing of it is written.
+            p.undo();
+            self.conn.end_copy(None);
+        }
         if self.in_tx {
             self.retry(|| self.conn.call(|c| c.batch_execute("COMMIT")))?;
             self.in_tx = false;
@@ -661,7 +1242,94 @@ impl super::JobStore for PgStore {
         Ok(())
     }
 
+    fn begin_provisional(&mut self) -> Result<bool, StoreError> {
+        let p = self.prov.get_mut();
+        if p.open {
+            return Ok(true);
+        }
+        if !self.provisional || self.in_tx || p.failed >= PROVISIONAL_ATTEMPTS {
+            if p.failed >= PROVISIONAL_ATTEMPTS {
+                // The reserve goes too: items planned after this batch
+                // would have lower ids than its own.
+                p.failed = 0;
+                p.known.clear();
+                p.ids.clear();
+            }
+            self.begin()?;
+            return Ok(false);
+        }
+        if p.ids.len() < RESERVE_IDS as usize {
+            // Before the batch's copy opens, which holds the connection.
+            let ids = self.reserve()?;
+            self.prov.get_mut().ids.extend(ids);
+        }
+        let p = self.prov.get_mut();
+        p.open = true;
+        p.spoiled = false;
+        Ok(true)
+    }
+
+    fn commit_provisional(&mut self) -> Result<bool, StoreError> {
+        if !self.prov.get_mut().open {
+            self.commit()?;
+            return Ok(true);
+        }
+        let spoiled = self.prov.get_mut().spoiled;
+        let written = if spoiled {
+            false
+        } else {
+            let mut seen: Vec<i64> = self.prov.get_mut().seen.iter().copied().collect();
+            seen.sort_unstable();
+            match self.conn.end_copy(Some(seen)) {
+                Some(Ok(written)) => written,
+                Some(Err(StoreError::PostgresLost { .. })) => {
+                    self.landed()? || self.write_provisional()?
+                }
+                Some(Err(e)) => return Err(e),
+                // None open: nothing new, or given up for another call.
+                None => self.write_provisional()?,
+            }
+        };
+        if written {
+            let p = self.prov.get_mut();
+            p.written();
+            if p.wrote >= ANALYZE_AFTER.max(p.analyzed * 4) {
+                p.analyzed = p.wrote;
+                // Only the plans gain from it: an error is not the job's.
+                let _ = self.conn.call(|c| c.batch_execute("ANALYZE items"));
+            }
+            return Ok(true);
+        }
+        let p = self.prov.get_mut();
+        let (urls, paths) = p.undo();
+        p.failed = if spoiled {
+            PROVISIONAL_ATTEMPTS
+        } else {
+            p.failed + 1
+        };
+        if !spoiled {
+            self.learn(urls, paths)?;
+        }
+        Ok(false)
+    }
+
     fn lookup(&self, url: &str, page: bool) -> Result<Option<Row>, StoreError> {
+        if self.holding() {
+            let mut p = self.prov.borrow_mut();
+            let key = (url.to_string(), page);
+            if let Some(&i) = p.new_urls.get(&key) {
+                return Ok(Some(self.new_row(&p.new[i])));
+            }
+            if let Some(row) = p.known.get(&key) {
+                let mut row = row.clone();
+                if p.seen.contains(&row.id) {
+                    row.seen_run = self.run;
+                }
+                return Ok(Some(row));
+            }
+            p.asked_urls.insert(key.0);
+            return Ok(None);
+        }
         self.one_row(
             format!(
                 "SELECT {ROW_COLUMNS} FROM items
@@ -689,6 +1357,9 @@ impl super::JobStore for PgStore {
         path: &str,
         page: i64,
     ) -> Result<Inserted, StoreError> {
+        if self.spoil() {
+            return Ok(Inserted::UrlKnown);
+        }
         let p = params![
             self.job,
             url.to_string(),
@@ -724,6 +1395,14 @@ impl super::JobStore for PgStore {
     }
 
     fn path_taken(&self, path: &str) -> Result<bool, StoreError> {
+        if self.holding() {
+            let mut p = self.prov.borrow_mut();
+            if p.new_paths.contains(path) || p.taken.contains(path) {
+                return Ok(true);
+            }
+            p.asked_paths.insert(path.to_string());
+            return Ok(false);
+        }
         self.retry(|| {
             let (job, path) = (self.job, path.to_string());
             self.conn.call(move |c| {
@@ -746,6 +1425,39 @@ impl super::JobStore for PgStore {
         page_id: Option<i64>,
     ) -> Result<Inserted, StoreError> {
         let kind = if page_depth.is_some() { "page" } else { "file" };
+        if self.holding() {
+            let mut p = self.prov.borrow_mut();
+            let key = (url.to_string(), page_depth.is_some());
+            if p.new_urls.contains_key(&key) || p.known.contains_key(&key) {
+                return Ok(Inserted::UrlKnown);
+            }
+            if let Some(path) = path {
+                if p.new_paths.contains(path) || p.taken.contains(path) {
+                    p.asked_urls.insert(key.0);
+                    return Ok(Inserted::PathTaken);
+                }
+            }
+            let id = self.next_id(&mut p)?;
+            let item = NewItem {
+                id,
+                url: url.to_string(),
+                input: input.to_string(),
+                line: line as i64,
+                path: path.map(str::to_string),
+                page: page_depth.is_some(),
+                depth: page_depth.unwrap_or(0) as i32,
+                page_id,
+            };
+            if p.new.is_empty() {
+                self.conn.begin_copy(self.job, self.run)?;
+            }
+            self.conn.copy_item(&item);
+            let at = p.new.len();
+            p.new_urls.insert(key, at);
+            p.new_paths.extend(path.map(str::to_string));
+            p.new.push(item);
+            return Ok(Inserted::Id(id));
+        }
         let p = params![
             self.job,
             url.to_string(),
@@ -769,13 +1481,24 @@ impl super::JobStore for PgStore {
              ON CONFLICT DO NOTHING",
             p,
         )?;
-        match id {
-            Some(id) => Ok(Inserted::Id(id)),
-            None => self.collision(url, kind, 0),
+        let inserted = match id {
+            Some(id) => Inserted::Id(id),
+            None => self.collision(url, kind, 0)?,
+        };
+        if let (true, Some(path), Inserted::Id(_) | Inserted::PathTaken) =
+            (self.provisional, path, inserted)
+        {
+            // Between provisional batches, one planned item by item.
+            self.prov.borrow_mut().taken.insert(path);
         }
+        Ok(inserted)
     }
 
     fn mark_seen(&self, id: i64) -> Result<(), StoreError> {
+        if self.holding() {
+            self.prov.borrow_mut().seen.insert(id);
+            return Ok(());
+        }
         self.exec(
             "UPDATE items SET seen_run = $1 WHERE id = $2",
             params![self.run, id],
@@ -1030,6 +1753,20 @@ fn items_sql() -> &'static str {
     SQL.get_or_init(|| format!("SELECT {RECORD_COLUMNS} FROM items WHERE job = $1 ORDER BY id"))
 }
 
+fn learn_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        // Two index scans: as one with OR, PostgreSQL read the whole table.
+        format!(
+            "SELECT url, placed = 0, {ROW_COLUMNS} FROM items
+             WHERE job = $1 AND url = ANY($2) AND placed = 0
+             UNION ALL
+             SELECT url, placed = 0, {ROW_COLUMNS} FROM items
+             WHERE job = $1 AND path = ANY($3)"
+        )
+    })
+}
+
 fn unseen_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
@@ -1150,24 +1887,38 @@ impl Claims {
     }
 
     /// Extends the leases of this worker's pending items.
+    ///
+    /// Items locked meanwhile are passed over (`SKIP LOCKED`): the ones
+    /// this worker's ledger is recording, in a transaction that waited on
+    /// this statement's locks while it waited on the ledger's, until
+    /// PostgreSQL ended the ledger's as a deadlock (4 workers on a job of a
+    /// million, in bench/shared.py). Such an item is being finished, or is
+    /// renewed next time.
     pub fn renew(&self) -> Result<u64, StoreError> {
         let (job, owner, lease) = (self.job, self.owner.clone(), self.lease.as_secs_f64());
         self.conn.call(move |c| {
             c.execute(
                 "UPDATE items SET lease_until = now() + make_interval(secs => $3)
-                 WHERE job = $1 AND lease_owner = $2 AND state = 'pending'",
+                 WHERE id IN (
+                     SELECT id FROM items WHERE job = $1 AND lease_owner = $2 AND state = 'pending'
+                     FOR UPDATE SKIP LOCKED
+                 )",
                 &[&job, &owner, &lease],
             )
         })
     }
 
-    /// Gives back this worker's pending items at once.
+    /// Gives back this worker's pending items at once (those not locked,
+    /// as [`Claims::renew`]: the rest go back when their leases run out).
     pub fn release(&self) -> Result<u64, StoreError> {
         let (job, owner) = (self.job, self.owner.clone());
         self.conn.call(move |c| {
             c.execute(
                 "UPDATE items SET lease_owner = NULL, lease_until = NULL
-                 WHERE job = $1 AND lease_owner = $2 AND state = 'pending'",
+                 WHERE id IN (
+                     SELECT id FROM items WHERE job = $1 AND lease_owner = $2 AND state = 'pending'
+                     FOR UPDATE SKIP LOCKED
+                 )",
                 &[&job, &owner],
             )
         })
