@@ -352,24 +352,15 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
         },
         meta_url: cfg.meta_url.clone(),
         limits: {
-            // A worker's rates are its share of the job's, as many workers
-            // as there were when it started (the per-host cap follows them
-            // as they come and go; rates do not, yet).
-            let workers = worker.as_ref().map_or(1, |w| w.live_at_start) as u32;
-            let rates: Vec<_> = cfg
-                .rates
-                .iter()
-                .map(|r| crate::schedule::rate::Rate {
-                    per: r.per * workers,
-                    ..r.clone()
-                })
-                .collect();
-            let limits = Limits::new(cfg.jobs, cfg.host_cap(), cfg.adaptive).with_rates(
-                crate::schedule::rate::Rates::new(&rates, cfg.wait.map(|w| w * workers)),
-            );
+            // A worker's rates and per-host cap are its share of the job's,
+            // following the workers alive as they come and go.
+            let rates = crate::schedule::rate::Rates::new(&cfg.rates, cfg.wait);
+            let limits = Limits::new(cfg.jobs, cfg.host_cap(), cfg.adaptive);
             match &worker {
-                Some(w) => limits.with_shared_cap(w.cap.clone()),
-                None => limits,
+                Some(w) => limits
+                    .with_rates(rates.shared_by(w.live.clone()))
+                    .with_shared_cap(w.cap.clone()),
+                None => limits.with_rates(rates),
             }
         },
         backoff: cfg.backoff.clone(),
@@ -442,6 +433,7 @@ pub async fn run(cfg: Config, user_stop: CancellationToken) -> Result<Finished, 
     ledger.verbose = cfg.verbose;
     // A stored object is durable once the store says so.
     ledger.synced_on_save = cfg.portable_files || objects.is_some();
+    ledger.submit_only = cfg.submit_only;
     ledger.no_space = Some((shared_no_space.clone(), cfg.output.clone()));
     ledger.reporter = reporter.clone();
     ledger.crawl = cfg.crawl.as_ref().map(|c| crate::ledger::CrawlPlan {

@@ -164,6 +164,10 @@ pub struct Ledger {
     /// Files are durable once saved (the portable path syncs each one):
     /// record them done at once, with no group sync.
     pub synced_on_save: bool,
+    /// Planned items are recorded and left for workers (`haul submit`):
+    /// none is fetched in this run, so none is kept open (a million items
+    /// held ~32 MB in the open set, for nothing).
+    pub submit_only: bool,
     /// Set, with where, when the disk fills under the job state; shared
     /// with the transfers, which set it when it fills under a file.
     pub no_space: Option<(Arc<std::sync::Mutex<Option<String>>>, std::path::PathBuf)>,
@@ -235,6 +239,7 @@ impl Ledger {
             waiting: Default::default(),
             verbose: false,
             synced_on_save: false,
+            submit_only: false,
             no_space: None,
             reporter: Arc::new(crate::report::Silent),
             bad: (0, 0),
@@ -564,7 +569,9 @@ impl Ledger {
                     .flatten()
             });
         }
-        self.open.insert(item.id);
+        if !self.submit_only {
+            self.open.insert(item.id);
+        }
         ahead.push_back(item);
         Ok(())
     }

@@ -21,8 +21,9 @@ pub(crate) struct Worker {
     /// This worker's share of a job-wide `--per-host`, as workers come
     /// and go.
     pub(crate) cap: Arc<std::sync::atomic::AtomicUsize>,
-    /// Workers alive when this one started.
-    pub(crate) live_at_start: u64,
+    /// Workers alive, this one included, as the heartbeats count them:
+    /// the job's `--rate` and `--wait` are shared among them.
+    pub(crate) live: Arc<std::sync::atomic::AtomicU64>,
     renewer: Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)>,
 }
 
@@ -41,7 +42,7 @@ impl Worker {
         per_host: Option<usize>,
         rated: bool,
     ) -> Result<Worker, StoreError> {
-        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
         let owner = format!(
             "{}-{}-{:08x}",
             std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -64,9 +65,10 @@ impl Worker {
             live = claims.heartbeat()?;
         }
         cap.store(share(live), Relaxed);
+        let live = Arc::new(AtomicU64::new(live));
         let renewing = crate::store::Claims::open(loc, &owner, lease)?;
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let worker_cap = cap.clone();
+        let (worker_cap, worker_live) = (cap.clone(), live.clone());
         let renewer = std::thread::Builder::new()
             .name("haul-lease".into())
             .spawn(move || {
@@ -78,6 +80,7 @@ impl Worker {
                 {
                     if let Ok(live) = renewing.heartbeat() {
                         worker_cap.store(share(live), Relaxed);
+                        worker_live.store(live, Relaxed);
                     }
                     if renewed.elapsed() >= lease / 3 {
                         let _ = renewing.renew();
@@ -93,7 +96,7 @@ impl Worker {
             owner,
             claims,
             cap,
-            live_at_start: live,
+            live,
             renewer: Some((renewer, stop_tx)),
         })
     }

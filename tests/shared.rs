@@ -502,3 +502,55 @@ fn check_distinct(items: &[(String, String)], lists: &[Vec<String>]) {
         assert_eq!(ns, (0..ns.len() as u64).collect::<Vec<_>>(), "{stem}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_wide_rate_holds_when_a_worker_joins_later() {
+    let pg = Pg::start();
+    let origin = Origin::start(Config::default()).await.unwrap();
+    let s = Scratch::new();
+    // Far more than the test lets them fetch: both stay busy throughout.
+    let routes = routes(1200, "t", 500);
+    let urls: Vec<String> = routes.iter().map(|r| origin.url(r)).collect();
+    let list = s.list("urls.txt", &urls);
+    let o = shared(&pg, &["submit", "--job", "t", "-i", list.to_str().unwrap()]).await;
+    assert_exit(&o, 0);
+    let out = s.out();
+    let worker = || {
+        let args = ["worker", "--job", "t", "-o", out.to_str().unwrap()];
+        let mut cmd = haul(&[&args[..], &["-j", "4", "--rate", "40/s"]].concat());
+        cmd.env("HAUL_STATE", pg.url());
+        cmd.spawn().unwrap()
+    };
+    let mut first = worker();
+    crate::util::wait_until("the first worker fetches alone", || {
+        origin.stats().requests >= 20
+    })
+    .await;
+    let mut second = worker();
+    crate::util::wait_until("both workers have fetched", || {
+        let st = status_json(&pg, "t");
+        let workers = st["workers"].as_array().unwrap();
+        workers.len() == 2 && workers.iter().all(|w| w["ok"].as_u64() > Some(0))
+    })
+    .await;
+    let (start, before) = (std::time::Instant::now(), origin.stats().requests);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (secs, fetched) = (
+        start.elapsed().as_secs_f64(),
+        origin.stats().requests - before,
+    );
+    for w in [&mut first, &mut second] {
+        w.start_kill().unwrap();
+        let _ = w.wait().await;
+    }
+    println!("{fetched} requests in {secs:.2} s from two workers at --rate 40/s");
+    // 40/s between them, and a few more at the window's edges (a request
+    // paced before it may reach the origin in it). The first worker kept
+    // to its share when it started (40/s, alone) would make it 60/s: 180
+    // in the 3 s.
+    assert!(
+        fetched as f64 <= 40.0 * secs + 16.0,
+        "{fetched} requests in {secs:.2} s"
+    );
+    origin.stop().await;
+}

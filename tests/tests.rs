@@ -13,6 +13,7 @@ mod hostile;
 mod library;
 mod objects;
 mod pg_harness;
+mod pgtls;
 mod politeness;
 mod resume;
 mod safety;

@@ -23,6 +23,11 @@
 //! The server is stopped by [`Pg::stop`] or, failing that, when the `Pg` is
 //! dropped, a panicking test included. A test process killed outright
 //! leaves its server running (pg_ctl detaches it).
+//!
+//! [`Pg::start_tls`] starts one that speaks TLS with a certificate for
+//! `localhost` from a CA of its own (rcgen), and refuses TCP connections
+//! without it (`hostssl` only in `pg_hba.conf`): a test that gets through
+//! proves its data went encrypted.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -47,6 +52,18 @@ pub struct Pg {
 impl Pg {
     /// Creates and starts a cluster with an empty `haul` database.
     pub fn start() -> Pg {
+        Pg::start_with(false)
+    }
+
+    /// [`Pg::start`], with TLS required on TCP (see the module comment);
+    /// also returns the path of the CA's certificate (PEM).
+    pub fn start_tls() -> (Pg, PathBuf) {
+        let pg = Pg::start_with(true);
+        let ca = pg.dir().join("ca.pem");
+        (pg, ca)
+    }
+
+    fn start_with(tls: bool) -> Pg {
         let bin = bin_dir();
         let as_postgres = is_root();
         if as_postgres {
@@ -67,6 +84,9 @@ impl Pg {
             running: false,
         };
         pg.initdb();
+        if tls {
+            pg.tls_only();
+        }
         // Another cluster may take the port between the check and the bind.
         for attempt in 1.. {
             pg.port = free_port();
@@ -170,6 +190,71 @@ impl Pg {
             .open(data.join("postgresql.conf"))
             .expect("open postgresql.conf");
         std::io::Write::write_all(&mut file, conf.as_bytes()).expect("write postgresql.conf");
+    }
+
+    /// Certificates, `ssl = on`, and a `pg_hba.conf` that turns away TCP
+    /// connections without TLS. In `postgresql.conf` rather than `-c` at
+    /// the start, so that restarts keep them.
+    fn tls_only(&self) {
+        let dir = self.dir();
+        let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+        let mut ca = rcgen::CertificateParams::default();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "haul test CA");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).expect("the CA certificate");
+        // `localhost` only: a test can check that verify-full refuses the
+        // server as 127.0.0.1 while verify-ca takes it.
+        let mut server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("server certificate parameters");
+        server
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        server.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let server_key = rcgen::KeyPair::generate().expect("a server key");
+        let cert = server
+            .signed_by(&server_key, &ca)
+            .expect("the server certificate");
+        fs_err::write(dir.join("ca.pem"), ca.pem()).expect("write ca.pem");
+        fs_err::write(dir.join("server.crt"), cert.pem()).expect("write server.crt");
+        // PostgreSQL refuses a key that others may read, or that is not
+        // its own user's (or root's, with 0640).
+        let key = dir.join("server.key");
+        {
+            use fs_err::os::unix::fs::OpenOptionsExt;
+            let mut file = fs_err::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key)
+                .expect("create server.key");
+            std::io::Write::write_all(&mut file, server_key.serialize_pem().as_bytes())
+                .expect("write server.key");
+        }
+        if self.as_postgres {
+            run(Command::new("chown").arg("postgres:").arg(&key));
+        }
+        let data = dir.join("data");
+        let conf = format!(
+            "ssl = on
+ssl_cert_file = '{}'
+ssl_key_file = '{}'
+",
+            dir.join("server.crt").display(),
+            key.display()
+        );
+        let mut file = fs_err::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("open postgresql.conf");
+        std::io::Write::write_all(&mut file, conf.as_bytes()).expect("write postgresql.conf");
+        // The unix socket stays open without TLS (PostgreSQL has none
+        // there) for the harness's own tools.
+        let hba = "local all all trust
+                   hostssl all all 127.0.0.1/32 trust
+                   hostssl all all ::1/128 trust
+";
+        fs_err::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
     }
 
     fn try_start(&mut self) -> Result<(), String> {
