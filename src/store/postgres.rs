@@ -100,10 +100,12 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_pending ON items (job, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS items_leased ON items (job, lease_owner) WHERE state = 'pending';
--- Where the job's claims have reached: the highest id claimed so far.
+-- Where each worker's claims have reached: the highest id it claimed.
 CREATE TABLE IF NOT EXISTS frontier (
-    job BIGINT PRIMARY KEY REFERENCES jobs (id),
-    past BIGINT NOT NULL
+    job BIGINT NOT NULL REFERENCES jobs (id),
+    owner TEXT NOT NULL,
+    past BIGINT NOT NULL,
+    PRIMARY KEY (job, owner)
 );
 CREATE TABLE IF NOT EXISTS workers (
     job BIGINT NOT NULL REFERENCES jobs (id),
@@ -1774,22 +1776,37 @@ fn learn_sql() -> &'static str {
 
 /// A claim of up to `$4` pending items of job `$1` for worker `$2`,
 /// leased for `$3` seconds: past the job's frontier, which it moves on
-/// (`front`), or from the first item. One statement, so that the
-/// frontier's row is held for the statement alone, not for round trips.
+/// (`front`), or from the first item.
 fn claim_sql(front: bool) -> &'static str {
     static SQL: [std::sync::OnceLock<String>; 2] =
         [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
     SQL[usize::from(front)].get_or_init(|| {
         let (with, past, then) = if front {
             (
-                "f AS (SELECT past FROM frontier WHERE job = $1 FOR UPDATE),",
+                // The job's frontier is the furthest any worker's claims
+                // have reached; each worker moves its own row on, so claims
+                // do not wait on each other (one row for the job, updated
+                // by every claim, held each claim behind the others'
+                // commits: 492 µs of the server's time per item claimed,
+                // against 223 before). Claims that read one frontier at
+                // once pass over each other's rows (SKIP LOCKED): a
+                // claim's worth.
+                //
+                // A claim's commit does not wait for the disk
+                // (`synchronous_commit` off, for its transaction): a claim
+                // that a crash of PostgreSQL loses is a lease lost, which
+                // leases allow for (the item is claimed again). Outcomes
+                // are written as before, waiting for the disk.
+                "f AS (
+                     SELECT (SELECT max(past) FROM frontier WHERE job = $1) AS past,
+                            set_config('synchronous_commit', 'off', true)
+                 ),",
                 "(SELECT past FROM f)",
-                // The frontier row was locked above: claims of one job
-                // take turns here.
                 ", moved AS (
-                     UPDATE frontier SET past = m.past
+                     UPDATE frontier SET past = GREATEST(frontier.past, m.past)
                      FROM (SELECT max(id) AS past FROM claimed) m
-                     WHERE frontier.job = $1 AND m.past IS NOT NULL
+                     WHERE frontier.job = $1 AND frontier.owner = $2
+                       AND m.past IS NOT NULL
                  )",
             )
         } else {
@@ -1838,8 +1855,7 @@ fn unseen_sql() -> &'static str {
 /// renewing while the worker lives, and gives back when it stops.
 ///
 /// Claims start from the job's frontier (the `frontier` table: the highest
-/// id any worker has claimed), which each claim moves on while it holds
-/// the frontier's row, so claims of one job take turns. A claim from just
+/// id each worker has claimed), which each claim moves on. A claim from just
 /// past this worker's own last id, as before, read past every item the
 /// other workers held since, and the row versions their claims left: about
 /// 170 rows per item claimed with 4 workers at `-j 64`, 142 µs of the
@@ -1858,17 +1874,20 @@ impl Claims {
     /// which must exist.
     pub fn open(loc: &PgLocation, owner: &str, lease: Duration) -> Result<Claims, StoreError> {
         let (conn, job) = existing_job(loc)?;
+        let owner = owner.to_string();
+        let o = owner.clone();
         conn.call(move |c| {
             c.execute(
-                "INSERT INTO frontier (job, past) VALUES ($1, 0) ON CONFLICT DO NOTHING",
-                &[&job],
+                "INSERT INTO frontier (job, owner, past) VALUES ($1, $2, 0)
+                 ON CONFLICT DO NOTHING",
+                &[&job, &owner],
             )
             .map(drop)
         })?;
         Ok(Claims {
             conn,
             job,
-            owner: owner.to_string(),
+            owner: o,
             lease,
         })
     }
