@@ -138,18 +138,31 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run_workers(pg: Postgres, job: str, n: int, out: Path) -> float:
+def run_workers(pg: Postgres, job: str, n: int, out: Path) -> tuple[float, tuple[float, float]]:
+    """Wall seconds, and the CPU seconds the workers and PostgreSQL used."""
+    import resource
     env = dict(os.environ, HAUL_STATE=pg.url)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pg_before = pg.cpu_seconds()
     start = time.monotonic()
     procs = [
         subprocess.Popen([str(HAUL), "worker", "--job", job, "-o", str(out), "-j", str(JOBS), "-q"], env=env)
         for _ in range(n)
     ]
+    # The server's CPU, sampled while the workers run: their backends end
+    # with them, and take their CPU time out of /proc.
+    seen = dict(pg_before)
+    while any(p.poll() is None for p in procs):
+        seen.update(pg.cpu_seconds())
+        time.sleep(0.2)
     codes = [p.wait() for p in procs]
     wall = time.monotonic() - start
+    pg_cpu = sum(t - pg_before.get(pid, 0) for pid, t in seen.items())
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if any(codes):
         sys.exit(f"shared.py: a worker exited with {codes}")
-    return wall
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, (cpu, max(pg_cpu, 0))
 
 
 def status(pg: Postgres, job: str) -> dict:
@@ -294,19 +307,24 @@ def main() -> None:
             subprocess.run([str(HAUL), "submit", "--job", job, "-i", str(urls), "-q"], env=env, check=True)
             submit = time.monotonic() - t
             out = work / job
-            wall = run_workers(pg, job, workers, out)
+            wall, cpu = run_workers(pg, job, workers, out)
             done = subprocess.run([str(ORIGIN), "verify", str(out), str(verify)], capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"shared.py: {job}: {done.stdout}{done.stderr}")
-            results[job] = (submit, wall)
+            results[job] = (submit, wall, cpu)
             print(f"{job}: submit {N} in {submit:.2f} s ({N / submit:,.0f} items/s); "
                   f"{workers} worker(s) -j {JOBS}: {wall:.2f} s, {N / wall:,.0f} files/s; all verified")
-        one, many = results["one"][1], results["many"][1]
+        (_, one, cpu1), (_, many, cpu4) = results["one"], results["many"]
         bound = N * MS / 1000 / JOBS
-        print(f"\n| workers | wall s | files/s | x one worker | bound N*L/(workers*j) s |")
-        print("|---|---|---|---|---|")
-        print(f"| 1 | {one:.2f} | {N / one:,.0f} | 1.00 | {bound:.2f} |")
-        print(f"| {WORKERS} | {many:.2f} | {N / many:,.0f} | {one / many:.2f} | {bound / WORKERS:.2f} |")
+        cores = os.cpu_count() or 1
+        # The CPU columns tell a run bound by the machine (cores busy) from
+        # one bound by latency: the origin's CPU is not counted.
+        print(f"\n| workers | wall s | files/s | x one worker | bound N*L/(workers*j) s "
+              f"| workers' CPU s | PostgreSQL's CPU s | cores busy (of {cores}) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n, wall, (w, p) in ((1, one, cpu1), (WORKERS, many, cpu4)):
+            print(f"| {n} | {wall:.2f} | {N / wall:,.0f} | {one / wall:.2f} | {bound / n:.2f} "
+                  f"| {w:.1f} | {p:.1f} | {(w + p) / wall:.2f} |")
     finally:
         origin.terminate()
         origin.wait()
