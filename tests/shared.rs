@@ -554,3 +554,91 @@ async fn a_job_wide_rate_holds_when_a_worker_joins_later() {
     );
     origin.stop().await;
 }
+
+/// Each item's record (`haul status --report`), by the URL's path: state,
+/// HTTP status, bytes, digest, attempts and error.
+fn records(report: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    read(report)
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            let url = v["url"].as_str().unwrap();
+            let path = url.splitn(4, '/').nth(3).unwrap().to_string();
+            let fields = [
+                "status",
+                "http_status",
+                "bytes",
+                "sha256",
+                "attempts",
+                "error",
+            ];
+            (path, fields.map(|f| v[f].to_string()).join(" "))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_in_postgres_are_recorded_as_in_sqlite() {
+    // The same list, each run against a fresh origin (its flaky paths
+    // fail anew): files, 404s, paths that fail twice then answer, and
+    // paths that always fail. PostgreSQL holds a batch's outcomes back and
+    // writes them in one statement; the records must be SQLite's, attempts
+    // counted once each.
+    let pg = Pg::start();
+    let s = Scratch::new();
+    let mut paths: Vec<String> = routes(60, "o", 300)
+        .into_iter()
+        .map(|r| r.trim_start_matches('/').to_string())
+        .collect();
+    paths.extend((0..10).map(|i| format!("status/404/gone{i}")));
+    paths.extend((0..10).map(|i| format!("flaky/2/back{i}")));
+    paths.extend((0..5).map(|i| format!("status/500/down{i}")));
+    let mut reports = Vec::new();
+    for (run, state) in [("sqlite", None), ("postgres", Some(pg.url()))] {
+        let origin = Origin::start(Config::default()).await.unwrap();
+        let urls: Vec<String> = paths.iter().map(|p| origin.url(&format!("/{p}"))).collect();
+        let list = s.list(&format!("{run}.txt"), &urls);
+        let out = s.path(run);
+        let mut args = vec![
+            "-i",
+            list.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--retries",
+            "2",
+        ];
+        let url;
+        if let Some(u) = &state {
+            url = u.clone();
+            args.extend(["--state", url.as_str(), "--job", run]);
+        }
+        let o = crate::util::run(&args).await;
+        assert_exit(&o, 1);
+        let report = s.path(&format!("{run}.jsonl"));
+        let mut status = vec!["status".to_string()];
+        match &state {
+            Some(u) => status.extend(["--state".into(), u.clone(), "--job".into(), run.into()]),
+            None => status.push(out.to_str().unwrap().into()),
+        }
+        status.extend(["--report".into(), report.to_str().unwrap().into()]);
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_haul"))
+            .args(&status)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        reports.push(records(&report));
+        origin.stop().await;
+    }
+    assert_eq!(reports[0].len(), paths.len());
+    let flaky = reports[1]
+        .iter()
+        .filter(|(p, r)| p.starts_with("flaky") && r.starts_with("\"ok\" 200"))
+        .count();
+    assert_eq!(flaky, 10, "{:?}", reports[1]);
+    assert_eq!(reports[0], reports[1]);
+}
