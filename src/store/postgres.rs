@@ -381,14 +381,14 @@ impl Conn {
     /// Holds back an outcome for the next call (see [`Deferred`]); gives
     /// it back when what is held back must be written first: the item
     /// already has an outcome there, or enough are.
-    fn defer(&self, o: Outcome) -> Result<(), Outcome> {
+    fn defer(&self, o: Outcome) -> Option<Outcome> {
         let mut d = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
         if d.rows.len() >= DEFERRED_MOST || d.ids.contains(&o.id) {
-            return Err(o);
+            return Some(o);
         }
         d.ids.insert(o.id);
         d.rows.push(o);
-        Ok(())
+        None
     }
 
     /// Forgets the outcomes held back (a lost connection: the batch's log
@@ -1706,8 +1706,8 @@ impl super::JobStore for PgStore {
         let again = o.clone();
         loop {
             match self.conn.defer(o) {
-                Ok(()) => break,
-                Err(back) => {
+                None => break,
+                Some(back) => {
                     o = back;
                     self.retry(|| self.conn.send_deferred())?;
                 }
