@@ -14,7 +14,7 @@ Settings: SHARED_N (20000), SHARED_MS (50), SHARED_JOBS (64, -j per worker),
 SHARED_WORKERS (4).
 
 With SUBMIT_N set (e.g. 1000000) it measures a large job instead: submits
-SUBMIT_N items (64 B each from haul-origin, no latency) into a job and the same
+SUBMIT_N items (64 B each from haul-origin, SUBMIT_MS of latency, 0) into a job and the same
 list again, then runs SHARED_WORKERS workers on the job for CLAIM_SECONDS (120;
 0: until the job is done), sampling each worker's RSS every RSS_EVERY seconds
 (10). PostgreSQL's own time per statement comes from pg_stat_statements (when
@@ -46,6 +46,7 @@ WORKERS = int(os.environ.get("SHARED_WORKERS", 4))
 SUBMIT_N = int(os.environ.get("SUBMIT_N", 0))
 CLAIM_SECONDS = float(os.environ.get("CLAIM_SECONDS", 120))
 RSS_EVERY = float(os.environ.get("RSS_EVERY", 10))
+SUBMIT_MS = int(os.environ.get("SUBMIT_MS", 0))
 
 
 def free_port() -> int:
@@ -224,21 +225,29 @@ def large(pg: Postgres, port: int, work: Path) -> None:
         for _ in range(WORKERS)
     ]
     samples = []
+    cpus: dict[int, float] = dict(cpu_before)
+    claimers: set[int] = set()
+    next_rss = RSS_EVERY
     while True:
-        time.sleep(RSS_EVERY)
+        time.sleep(1)
         elapsed = time.monotonic() - start
-        samples.append((elapsed, [rss_kib(p.pid) // 1024 for p in procs]))
-        if all(p.poll() is not None for p in procs) or (CLAIM_SECONDS and elapsed >= CLAIM_SECONDS):
+        if all(p.poll() is not None for p in procs):
             break
-    # While the workers still run: their backends' time goes with them.
-    cpus = pg.cpu_seconds()
+        # While the workers run: their backends end with them, and take
+        # their CPU time out of /proc. The claiming backends are those
+        # whose last statement was a claim: each worker's claiming
+        # connection, which does little else (a machine whose cores are all
+        # busy stretches a statement's wall time, not its CPU).
+        cpus.update(pg.cpu_seconds())
+        claimers.update(int(pid) for pid, query in pg.sql(
+            "SELECT pid, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_activity "
+            "WHERE datname = 'haul'") if "picked" in query)
+        if elapsed >= next_rss:
+            next_rss += RSS_EVERY
+            samples.append((elapsed, [rss_kib(p.pid) // 1024 for p in procs]))
+        if CLAIM_SECONDS and elapsed >= CLAIM_SECONDS:
+            break
     cpu = sum(t - cpu_before.get(pid, 0) for pid, t in cpus.items())
-    # The CPU of the backends whose last statement was a claim: each
-    # worker's claiming connection, which does little else (a machine whose
-    # cores are all busy stretches a statement's wall time, not its CPU).
-    claimers = [int(pid) for pid, query in pg.sql(
-        "SELECT pid, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_activity "
-        "WHERE datname = 'haul'") if "picked" in query]
     claim_cpu = sum(cpus.get(pid, 0) - cpu_before.get(pid, 0) for pid in claimers)
     done_then = status(pg, "large")
     done_then = done_then["ok"] + done_then["failed"]
@@ -283,7 +292,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="haul-bench-shared-"))
     pg = Postgres()
     port = free_port()
-    origin_args = ["--size", "64"] if SUBMIT_N else ["--latency-ms", str(MS)]
+    origin_args = (["--size", "64", "--latency-ms", str(SUBMIT_MS)] if SUBMIT_N
+                   else ["--latency-ms", str(MS)])
     origin = subprocess.Popen(
         [str(ORIGIN), "--port", str(port)] + origin_args,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -133,6 +133,13 @@ async fn a_killed_workers_items_go_to_the_others_when_its_leases_run_out() {
     let _ = doomed.wait().await;
     let before = status_json(&pg, "k");
     assert!(before["pending"].as_u64().unwrap() > 0, "{before}");
+    // What the dead worker held: it may have asked the origin for any of
+    // these, and no other file may be fetched twice.
+    let held: u64 = pg
+        .sql("SELECT count(*) FROM items WHERE state = 'pending' AND lease_owner IS NOT NULL")
+        .parse()
+        .unwrap();
+    assert!(held > 0, "the dead worker held items");
 
     let o = shared(
         &pg,
@@ -150,6 +157,11 @@ async fn a_killed_workers_items_go_to_the_others_when_its_leases_run_out() {
         (st["ok"].clone(), st["pending"].clone()),
         (300.into(), 0.into()),
         "{st}"
+    );
+    let again = origin.stats().requests - 300;
+    assert!(
+        again <= held,
+        "{again} files fetched twice, the dead worker held {held}"
     );
     origin.stop().await;
 }

@@ -113,6 +113,23 @@ impl Pg {
         format!("postgres://postgres@127.0.0.1:{}/haul", self.port)
     }
 
+    /// The one value `query` answers, as psql prints it (`-A -t`): for a
+    /// test to look at what haul left in the database.
+    pub fn sql(&self, query: &str) -> String {
+        let out = Command::new(self.tool("psql"))
+            .args(["-X", "-A", "-t", "-d"])
+            .arg(self.url())
+            .args(["-c", query])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql: {query}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// The TCP port, the same across restarts.
     pub fn port(&self) -> u16 {
         self.port
