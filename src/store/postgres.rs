@@ -187,6 +187,34 @@ fn is_lost(e: &postgres::Error) -> bool {
             && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()))
 }
 
+thread_local! {
+    /// The connection thread's session: a new number each time it
+    /// connects, so that a statement prepared on an earlier session (gone
+    /// with the server's restart) is known stale.
+    static SESSION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A statement prepared once per session, on a connection's thread.
+#[derive(Default)]
+struct Prepared(std::sync::Mutex<Option<(u64, postgres::Statement)>>);
+
+impl Prepared {
+    /// The statement `sql`, prepared on this session if it was not yet.
+    /// Called on the connection's thread only.
+    fn get(&self, c: &mut Client, sql: &str) -> Result<postgres::Statement, postgres::Error> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let session = SESSION.get();
+        if let Some((s, st)) = &*slot {
+            if *s == session {
+                return Ok(st.clone());
+            }
+        }
+        let st = c.prepare(sql)?;
+        *slot = Some((session, st.clone()));
+        Ok(st)
+    }
+}
+
 /// A PostgreSQL connection on a thread of its own.
 struct Conn {
     tx: Option<mpsc::Sender<Call>>,
@@ -307,6 +335,7 @@ impl Conn {
             .spawn(move || {
                 let mut client = match connect(&url) {
                     Ok(c) => {
+                        SESSION.set(SESSION.get() + 1);
                         let _ = ready_tx.send(Ok(()));
                         c
                     }
@@ -324,6 +353,7 @@ impl Conn {
                             match connect(&url) {
                                 Ok(c) => {
                                     client = c;
+                                    SESSION.set(SESSION.get() + 1);
                                     break;
                                 }
                                 Err(_) => std::thread::sleep(RECONNECT_EVERY),
@@ -2001,6 +2031,10 @@ pub struct Claims {
     job: i64,
     owner: String,
     lease: Duration,
+    /// The two claim statements, prepared once per session rather than
+    /// with each claim (the claiming backends' CPU per item claimed: 58
+    /// µs before, 52 after, 4 workers at `-j 16`, bench/shared.py).
+    prepared: std::sync::Arc<[Prepared; 2]>,
 }
 
 impl Claims {
@@ -2023,6 +2057,7 @@ impl Claims {
             job,
             owner: o,
             lease,
+            prepared: Default::default(),
         })
     }
 
@@ -2036,10 +2071,13 @@ impl Claims {
             self.lease.as_secs_f64(),
             i64::from(n),
         );
+        let prepared = self.prepared.clone();
         self.conn.call(move |c| {
-            let mut rows = c.query(claim_sql(true), &[&job, &owner, &lease, &n])?;
+            let front = prepared[1].get(c, claim_sql(true))?;
+            let mut rows = c.query(&front, &[&job, &owner, &lease, &n])?;
             if rows.is_empty() {
-                rows = c.query(claim_sql(false), &[&job, &owner, &lease, &n])?;
+                let start = prepared[0].get(c, claim_sql(false))?;
+                rows = c.query(&start, &[&job, &owner, &lease, &n])?;
             }
             Ok(rows
                 .iter()
