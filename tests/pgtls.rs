@@ -234,4 +234,9 @@ async fn unusable_tls_settings_are_explained() {
         "names the value and the ones there are: {}",
         stderr(&o)
     );
+    assert!(
+        !stderr(&o).contains("handshake"),
+        "no handshake was tried: {}",
+        stderr(&o)
+    );
 }

@@ -160,6 +160,23 @@ enum Roots {
     System,
 }
 
+/// The message of a TLS setting that could not be used, when `e` is that
+/// failure: said without the crate's "error performing TLS handshake"
+/// before it, since no handshake was tried.
+pub(super) fn unusable(e: &postgres::Error) -> Option<String> {
+    let mut source = StdError::source(e);
+    while let Some(s) = source {
+        if let Some(setup) = s.downcast_ref::<Arc<SetupError>>() {
+            return Some(setup.to_string());
+        }
+        if let Some(setup) = s.downcast_ref::<SetupError>() {
+            return Some(setup.to_string());
+        }
+        source = s.source();
+    }
+    None
+}
+
 /// What to do, from the URL.
 #[derive(Debug, PartialEq)]
 struct Settings {

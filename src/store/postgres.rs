@@ -697,6 +697,9 @@ fn describe(e: &postgres::Error) -> String {
             None => db.message().to_string(),
         },
         None => {
+            if let Some(unusable) = super::pgtls::unusable(e) {
+                return unusable;
+            }
             let text = e.to_string();
             match std::error::Error::source(e) {
                 Some(s) if !text.contains(&s.to_string()) => format!("{text}: {s}"),
