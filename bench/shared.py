@@ -285,6 +285,60 @@ def large(pg: Postgres, port: int, work: Path) -> None:
     print_statements(pg, done, "item done")
 
 
+def killed(pg: Postgres, work: Path) -> None:
+    """kill -9 one of WORKERS workers mid-job: the rest finish it, every
+    file verified; files fetched twice against what the dead one held."""
+    port = free_port()
+    log = work / "kill-origin.log"
+    with open(log, "w") as err:
+        origin = subprocess.Popen(
+            [str(ORIGIN), "--port", str(port), "--latency-ms", str(MS)],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        )
+    try:
+        assert origin.stdout is not None
+        origin.stdout.readline()
+        names = [f"k{i:06}.bin" for i in range(N)]
+        paths = [f"/file/kill/{n}" for n in names]
+        urls = work / "kill.txt"
+        urls.write_text("".join(f"http://127.0.0.1:{port}{p}\n" for p in paths))
+        verify = work / "kill-verify.txt"
+        verify.write_text("".join(f"{p}\t{n}\n" for p, n in zip(paths, names)))
+        env = dict(os.environ, HAUL_STATE=pg.url)
+        subprocess.run([str(HAUL), "submit", "--job", "kill", "-i", str(urls), "-q"], env=env, check=True)
+        out = work / "kill"
+        start = time.monotonic()
+        procs = [
+            subprocess.Popen([str(HAUL), "worker", "--job", "kill", "-o", str(out), "-j", str(JOBS), "-q"],
+                             env=env)
+            for _ in range(WORKERS)
+        ]
+        # A third of the way through, as one worker alone would go.
+        while status(pg, "kill")["ok"] < N // 3:
+            time.sleep(0.05)
+        doomed = procs[0]
+        doomed.kill()
+        doomed.wait()
+        killed_at = time.monotonic() - start
+        held = int(pg.sql(f"SELECT count(*) FROM items WHERE state = 'pending' "
+                          f"AND lease_owner LIKE '%-{doomed.pid}-%'")[0][0])
+        codes = [p.wait() for p in procs[1:]]
+        wall = time.monotonic() - start
+        if any(codes):
+            sys.exit(f"shared.py: a worker exited with {codes}")
+        done = subprocess.run([str(ORIGIN), "verify", str(out), str(verify)], capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"shared.py: kill: {done.stdout}{done.stderr}")
+    finally:
+        origin.terminate()
+        origin.wait()
+    requests = next(int(line.split()[1]) for line in log.read_text().splitlines()
+                    if line.startswith("haul-origin:") and " requests," in line)
+    print(f"\nkill -9 one of {WORKERS} workers at {killed_at:.1f} s (it held {held} items): "
+          f"{wall:.1f} s in all (its leases ran out after 30 s); all {N} verified; "
+          f"{requests - N} files fetched twice (at most {held})")
+
+
 def main() -> None:
     for b in (HAUL, ORIGIN):
         if not b.exists():
@@ -335,6 +389,7 @@ def main() -> None:
         for n, wall, (w, p) in ((1, one, cpu1), (WORKERS, many, cpu4)):
             print(f"| {n} | {wall:.2f} | {N / wall:,.0f} | {one / wall:.2f} | {bound / n:.2f} "
                   f"| {w:.1f} | {p:.1f} | {(w + p) / wall:.2f} |")
+        killed(pg, work)
     finally:
         origin.terminate()
         origin.wait()
