@@ -285,6 +285,18 @@ def large(pg: Postgres, port: int, work: Path) -> None:
     print_statements(pg, done, "item done")
 
 
+def lists(work: Path, port: int, tag: str) -> tuple[Path, Path]:
+    """N files' URLs on the origin at `port`, and the list `haul-origin
+    verify` checks them by."""
+    names = [f"{tag[0]}{i:06}.bin" for i in range(N)]
+    paths = [f"/file/{tag}/{n}" for n in names]
+    urls = work / f"{tag}.txt"
+    urls.write_text("".join(f"http://127.0.0.1:{port}{p}\n" for p in paths))
+    verify = work / f"{tag}-verify.txt"
+    verify.write_text("".join(f"{p}\t{n}\n" for p, n in zip(paths, names)))
+    return urls, verify
+
+
 def killed(pg: Postgres, work: Path) -> None:
     """kill -9 one of WORKERS workers mid-job: the rest finish it, every
     file verified; files fetched twice against what the dead one held."""
@@ -298,12 +310,7 @@ def killed(pg: Postgres, work: Path) -> None:
     try:
         assert origin.stdout is not None
         origin.stdout.readline()
-        names = [f"k{i:06}.bin" for i in range(N)]
-        paths = [f"/file/kill/{n}" for n in names]
-        urls = work / "kill.txt"
-        urls.write_text("".join(f"http://127.0.0.1:{port}{p}\n" for p in paths))
-        verify = work / "kill-verify.txt"
-        verify.write_text("".join(f"{p}\t{n}\n" for p, n in zip(paths, names)))
+        urls, verify = lists(work, port, "kill")
         env = dict(os.environ, HAUL_STATE=pg.url)
         subprocess.run([str(HAUL), "submit", "--job", "kill", "-i", str(urls), "-q"], env=env, check=True)
         out = work / "kill"
@@ -358,12 +365,7 @@ def main() -> None:
         if SUBMIT_N:
             large(pg, port, work)
             return
-        names = [f"s{i:06}.bin" for i in range(N)]
-        paths = [f"/file/shared/{n}" for n in names]
-        urls = work / "urls.txt"
-        urls.write_text("".join(f"http://127.0.0.1:{port}{p}\n" for p in paths))
-        verify = work / "verify.txt"
-        verify.write_text("".join(f"{p}\t{n}\n" for p, n in zip(paths, names)))
+        urls, verify = lists(work, port, "shared")
         env = dict(os.environ, HAUL_STATE=pg.url)
         results = {}
         for job, workers in (("one", 1), ("many", WORKERS)):
