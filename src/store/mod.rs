@@ -28,7 +28,6 @@
 //! The methods are synchronous: the ledger, their one caller, runs on a
 //! thread of its own.
 
-mod pgtls;
 mod postgres;
 mod sqlite;
 
