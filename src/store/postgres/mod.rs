@@ -149,11 +149,23 @@ pub struct PgLocation {
 }
 
 impl PgLocation {
-    /// The URL without a password, for messages.
+    /// The URL without a password, for messages: neither the one in its
+    /// user part nor a `password=` in its query (libpq takes both).
     pub fn display(&self) -> String {
         match url::Url::parse(&self.url) {
             Ok(mut u) => {
                 let _ = u.set_password(None);
+                if u.query_pairs().any(|(k, _)| k == "password") {
+                    let kept: Vec<(String, String)> = u
+                        .query_pairs()
+                        .filter(|(k, _)| k != "password")
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
+                    u.set_query(None);
+                    if !kept.is_empty() {
+                        u.query_pairs_mut().extend_pairs(kept);
+                    }
+                }
                 format!("{u} (job {})", self.job)
             }
             Err(_) => format!("PostgreSQL (job {})", self.job),
@@ -1199,4 +1211,34 @@ fn unseen_sql() -> &'static str {
              WHERE job = $1 AND seen_run != $2 AND id > $3 ORDER BY id LIMIT $4"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PgLocation;
+
+    #[test]
+    fn a_location_is_shown_without_its_passwords() {
+        let at = |url: &str| {
+            PgLocation {
+                url: url.to_string(),
+                job: "j".to_string(),
+            }
+            .display()
+        };
+        assert_eq!(
+            at("postgres://haul:secret@db:5432/jobs?sslmode=require"),
+            "postgres://haul@db:5432/jobs?sslmode=require (job j)"
+        );
+        assert_eq!(
+            at("postgres://haul@db/jobs?password=secret&sslmode=require"),
+            "postgres://haul@db/jobs?sslmode=require (job j)"
+        );
+        assert_eq!(
+            at("postgres://haul@db/jobs?password=secret"),
+            "postgres://haul@db/jobs (job j)"
+        );
+        let both = at("postgres://u:pw1@db/x?password=pw2&application_name=haul");
+        assert!(!both.contains("pw"), "{both}");
+    }
 }
