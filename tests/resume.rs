@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use haul_origin::{body_for, expected, Config, Origin};
 
-use crate::util::{assert_exit, haul, read, run, stderr, Scratch};
+use crate::util::{assert_exit, haul, read, run, status_report, stderr, Scratch};
 
 /// Starts `haul`, waits until `ready` holds for the output directory, then
 /// SIGKILLs it.
@@ -36,29 +36,12 @@ fn finals(s: &Scratch) -> Vec<String> {
         .collect()
 }
 
-/// The URLs the job state in `s`'s output records as done (`haul status
-/// --report`), read after kill `k`.
-fn recorded_done(s: &Scratch, k: usize) -> Vec<String> {
-    let report = s.path(&format!("recorded-{k}.jsonl"));
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_haul"))
-        .arg("status")
-        .arg(s.out())
-        .arg("--report")
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    read(&report)
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| {
-            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
-            (v["status"] == "ok").then(|| v["url"].as_str().unwrap().to_string())
-        })
+/// The URLs the job state in `s`'s output records as done.
+fn recorded_done(s: &Scratch) -> Vec<String> {
+    status_report(s, &[s.out().to_str().unwrap()])
+        .into_iter()
+        .filter(|v| v["status"] == "ok")
+        .map(|v| v["url"].as_str().unwrap().to_string())
         .collect()
 }
 
@@ -104,7 +87,7 @@ async fn kill_9_at_several_points_then_rerun_ends_byte_exact() {
             finals(s).len() >= threshold && part_len(s, "big0.bin") > 0
         })
         .await;
-        let recorded = recorded_done(&s, k);
+        let recorded = recorded_done(&s);
         for f in finals(&s) {
             let p = path_of(&f);
             if recorded

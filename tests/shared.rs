@@ -6,7 +6,7 @@ use std::time::Duration;
 use haul_origin::{expected, Config, Origin};
 
 use crate::util::pg::Pg;
-use crate::util::{assert_exit, code, haul, read, stderr, Scratch};
+use crate::util::{assert_exit, code, haul, read, status_report, stderr, Scratch};
 
 fn routes(n: usize, prefix: &str, size: usize) -> Vec<String> {
     (0..n)
@@ -321,23 +321,9 @@ async fn a_worker_carries_on_when_postgres_restarts_under_it() {
 /// The job's items in planning order, as `haul status --report` lists them:
 /// URL and path.
 fn items(pg: &Pg, job: &str, s: &Scratch) -> Vec<(String, String)> {
-    let report = s.path(&format!("{job}-items.jsonl"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_haul"))
-        .args(["status", "--job", job, "--report"])
-        .arg(&report)
-        .env("HAUL_STATE", pg.url())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    read(&report)
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+    status_report(s, &["--state", &pg.url(), "--job", job])
+        .into_iter()
+        .map(|v| {
             (
                 v["url"].as_str().unwrap().to_string(),
                 v["path"].as_str().unwrap_or_default().to_string(),
@@ -567,14 +553,12 @@ async fn a_job_wide_rate_holds_when_a_worker_joins_later() {
     origin.stop().await;
 }
 
-/// Each item's record (`haul status --report`), by the URL's path: state,
-/// HTTP status, bytes, digest, attempts and error.
-fn records(report: &std::path::Path) -> std::collections::BTreeMap<String, String> {
-    read(report)
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+/// Each item's record, by the URL's path: state, HTTP status, bytes,
+/// digest, attempts and error.
+fn records(s: &Scratch, args: &[&str]) -> std::collections::BTreeMap<String, String> {
+    status_report(s, args)
+        .into_iter()
+        .map(|v| {
             let url = v["url"].as_str().unwrap();
             let path = url.splitn(4, '/').nth(3).unwrap().to_string();
             let fields = [
@@ -620,30 +604,16 @@ async fn outcomes_in_postgres_are_recorded_as_in_sqlite() {
             "--retries",
             "2",
         ];
-        let url;
         if let Some(u) = &state {
-            url = u.clone();
-            args.extend(["--state", url.as_str(), "--job", run]);
+            args.extend(["--state", u.as_str(), "--job", run]);
         }
         let o = crate::util::run(&args).await;
         assert_exit(&o, 1);
-        let report = s.path(&format!("{run}.jsonl"));
-        let mut status = vec!["status".to_string()];
-        match &state {
-            Some(u) => status.extend(["--state".into(), u.clone(), "--job".into(), run.into()]),
-            None => status.push(out.to_str().unwrap().into()),
-        }
-        status.extend(["--report".into(), report.to_str().unwrap().into()]);
-        let st = std::process::Command::new(env!("CARGO_BIN_EXE_haul"))
-            .args(&status)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        reports.push(records(&report));
+        let status: Vec<&str> = match &state {
+            Some(u) => vec!["--state", u, "--job", run],
+            None => vec![out.to_str().unwrap()],
+        };
+        reports.push(records(&s, &status));
         origin.stop().await;
     }
     assert_eq!(reports[0].len(), paths.len());

@@ -161,6 +161,31 @@ pub fn signal(pid: u32, signal: &str) {
 }
 
 /// Reads a downloaded file.
+/// The records `haul status ARGS --report FILE` writes, one JSON value
+/// per item; the report goes in `s`.
+pub fn status_report(s: &Scratch, args: &[&str]) -> Vec<serde_json::Value> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let report = s.path(&format!("status-report-{n}.jsonl"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_haul"))
+        .arg("status")
+        .args(args)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("run haul status");
+    assert!(
+        out.status.success(),
+        "haul status {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read(&report)
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("a JSON record"))
+        .collect()
+}
+
 pub fn read(path: impl AsRef<Path>) -> Vec<u8> {
     std::fs::read(path.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
 }
