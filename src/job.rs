@@ -894,9 +894,14 @@ async fn drive(sh: &Shared, item: Item) -> Option<Outcome> {
             // item's wait is.
             let retry_after = retry_after.map(|w| w.min(sh.backoff.max_retry_after));
             let moved = sh.limits.report(&host, signal, retry_after);
-            if let (true, Some((before, after))) = (sh.verbose, moved) {
+            if let (true, Some(m)) = (sh.verbose, moved) {
+                let (before, after) = (m.before, m.after);
                 if before != after {
-                    let paused = retry_after
+                    // Whether the host is paused, not whether it asked to
+                    // be: a Retry-After the window's cut answers pauses
+                    // nothing.
+                    let paused = m
+                        .paused
                         .map(|w| format!(", paused {:.1} s", w.as_secs_f64()))
                         .unwrap_or_default();
                     sh.reporter.on_message(

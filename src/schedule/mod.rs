@@ -254,13 +254,13 @@ impl Limits {
     /// Tells `host`'s window how an attempt went, from the task that held
     /// its permit; `retry_after` is the wait the host asked for, which
     /// pauses the whole host unless the window's cut answers it (see
-    /// [`window`]). Returns the window before and after.
+    /// [`window`]). Returns what it did to the window.
     pub fn report(
         &self,
         key: &str,
         signal: Signal,
         retry_after: Option<Duration>,
-    ) -> Option<(usize, usize)> {
+    ) -> Option<Moved> {
         let host = {
             let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
             let wait = retry_after.filter(|w| signal == Signal::Overloaded && !w.is_zero());
@@ -280,7 +280,7 @@ impl Limits {
                 (None, None) => return None,
             }
         };
-        let (before, after, open) = {
+        let (before, after, paused, open) = {
             let mut st = host.lock();
             let before = st.window.allowed();
             let task = tokio::task::try_id();
@@ -291,7 +291,8 @@ impl Limits {
             let now = tokio::time::Instant::now();
             st.window.update(signal, seq, retry_after, now);
             let open = st.window.held_until(now).is_none();
-            (before, st.window.allowed(), open)
+            let paused = st.window.paused_until(now).map(|u| u - now);
+            (before, st.window.allowed(), paused, open)
         };
         if open {
             // One wake at least: an overload's hold may have just ended.
@@ -299,7 +300,11 @@ impl Limits {
                 host.wake.notify_one();
             }
         }
-        Some((before, after))
+        Some(Moved {
+            before,
+            after,
+            paused,
+        })
     }
 
     /// A reader of every host's load.
@@ -319,6 +324,18 @@ impl Limits {
     pub fn hosts_tracked(&self) -> usize {
         self.hosts.lock().map(|h| h.map.len()).unwrap_or(0)
     }
+}
+
+/// What [`Limits::report`] did to a host's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// Transfers the window allowed before the report.
+    pub before: usize,
+    /// And after it.
+    pub after: usize,
+    /// Time left of the whole host's pause, if it is paused: a
+    /// `Retry-After` that the window's cut answered pauses nothing.
+    pub paused: Option<Duration>,
 }
 
 /// One host's load at a moment, for people watching.
@@ -544,7 +561,8 @@ mod tests {
         let served: Vec<Permit> = burst.drain(..4).collect();
         for refused in burst {
             drop(refused);
-            limits.report("h", Signal::Overloaded, Some(Duration::from_secs(5)));
+            let moved = limits.report("h", Signal::Overloaded, Some(Duration::from_secs(5)));
+            assert_eq!(moved.unwrap().paused, None, "not said to be paused");
         }
         assert_eq!(limits.window("h"), Some(4), "cut to what the host took");
         // Nothing new goes out until the burst is back; then at once.
@@ -613,7 +631,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         drop(first);
         let refused = tokio::time::Instant::now();
-        limits.report("h", Signal::Overloaded, Some(Duration::from_secs(5)));
+        let moved = limits.report("h", Signal::Overloaded, Some(Duration::from_secs(5)));
+        assert_eq!(moved.unwrap().paused, Some(Duration::from_secs(5)));
         // Another host is not held up by it.
         let other = tokio::time::Instant::now();
         let _o = limits.acquire("other").await;
