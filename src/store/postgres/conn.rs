@@ -306,18 +306,29 @@ impl Conn {
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (rtx, rrx) = mpsc::sync_channel(1);
-        let gone = || StoreError::Postgres {
-            at: self.at.clone(),
-            message: "the connection is closed".into(),
-        };
+        self.send(Box::new(move |c| {
+            let _ = rtx.send(f(c));
+        }))?;
+        rrx.recv()
+            .map_err(|_| self.closed())?
+            .map_err(|e| self.error(&e))
+    }
+
+    /// Hands `call` to the connection's thread.
+    fn send(&self, call: Call) -> Result<(), StoreError> {
         self.tx
             .as_ref()
-            .ok_or_else(gone)?
-            .send(Box::new(move |c| {
-                let _ = rtx.send(f(c));
-            }))
-            .map_err(|_| gone())?;
-        rrx.recv().map_err(|_| gone())?.map_err(|e| self.error(&e))
+            .ok_or_else(|| self.closed())?
+            .send(call)
+            .map_err(|_| self.closed())
+    }
+
+    /// The connection's thread is gone.
+    fn closed(&self) -> StoreError {
+        StoreError::Postgres {
+            at: self.at.clone(),
+            message: "the connection is closed".into(),
+        }
     }
 
     /// Runs the query `sql` and hands each row, converted by `convert` on
@@ -333,40 +344,32 @@ impl Conn {
         self.end_copy(None);
         self.send_deferred()?;
         let (rtx, rrx) = mpsc::sync_channel::<Result<T, postgres::Error>>(256);
-        let gone = || StoreError::Postgres {
-            at: self.at.clone(),
-            message: "the connection is closed".into(),
-        };
-        self.tx
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(Box::new(move |c| {
-                use postgres::fallible_iterator::FallibleIterator;
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-                let mut rows = match c.query_raw(sql, refs) {
-                    Ok(rows) => rows,
+        self.send(Box::new(move |c| {
+            use postgres::fallible_iterator::FallibleIterator;
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+            let mut rows = match c.query_raw(sql, refs) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = rtx.send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                match rows.next() {
+                    Ok(Some(row)) => {
+                        if rtx.send(Ok(convert(&row))).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
                     Err(e) => {
                         let _ = rtx.send(Err(e));
                         return;
                     }
-                };
-                loop {
-                    match rows.next() {
-                        Ok(Some(row)) => {
-                            if rtx.send(Ok(convert(&row))).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => return,
-                        Err(e) => {
-                            let _ = rtx.send(Err(e));
-                            return;
-                        }
-                    }
                 }
-            }))
-            .map_err(|_| gone())?;
+            }
+        }))?;
         for value in rrx {
             match value {
                 // Stopping early drops the receiver: the sender stops too.
@@ -419,22 +422,12 @@ impl Conn {
                 }
             }
         };
-        self.tx
-            .as_ref()
-            .ok_or_else(|| StoreError::Postgres {
-                at: self.at.clone(),
-                message: "the connection is closed".into(),
-            })?
-            .send(Box::new(move |c| {
-                let _ = dtx.send(match copy(c) {
-                    Err(e) if collided(&e) => Ok(false),
-                    other => other,
-                });
-            }))
-            .map_err(|_| StoreError::Postgres {
-                at: self.at.clone(),
-                message: "the connection is closed".into(),
-            })?;
+        self.send(Box::new(move |c| {
+            let _ = dtx.send(match copy(c) {
+                Err(e) if collided(&e) => Ok(false),
+                other => other,
+            });
+        }))?;
         *self.copy_slot() = Some(Copy {
             rows,
             done,
@@ -467,10 +460,7 @@ impl Conn {
         drop(copy.rows);
         Some(match copy.done.recv() {
             Ok(r) => r.map_err(|e| self.error(&e)),
-            Err(_) => Err(StoreError::Postgres {
-                at: self.at.clone(),
-                message: "the connection is closed".into(),
-            }),
+            Err(_) => Err(self.closed()),
         })
     }
 }
