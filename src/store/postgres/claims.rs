@@ -100,20 +100,19 @@ impl Claims {
     /// which must exist.
     pub fn open(loc: &PgLocation, owner: &str, lease: Duration) -> Result<Claims, StoreError> {
         let (conn, job) = existing_job(loc)?;
-        let owner = owner.to_string();
-        let o = owner.clone();
+        let name = owner.to_string();
         conn.call(move |c| {
             c.execute(
                 "INSERT INTO frontier (job, owner, past) VALUES ($1, $2, 0)
                  ON CONFLICT DO NOTHING",
-                &[&job, &owner],
+                &[&job, &name],
             )
             .map(drop)
         })?;
         Ok(Claims {
             conn,
             job,
-            owner: o,
+            owner: owner.to_string(),
             lease,
             prepared: Default::default(),
         })
